@@ -1,0 +1,1 @@
+"""The venue BLE beacon (BlueZ advertisement over D-Bus) and the presence scanner (bleak)."""

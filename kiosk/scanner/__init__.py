@@ -1,0 +1,1 @@
+"""Camera sources, QR decoding and payload parsing for the kiosk (camera → decode → verdict)."""

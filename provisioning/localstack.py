@@ -1,0 +1,223 @@
+"""The whole system on one machine for a trial: mosquitto, hub bridge, hub web and one sample kiosk.
+
+``./run demo`` runs this. Everything lives under ``var/demo/`` (broker data, hub database, kiosk
+outbox), so a second run continues where the first stopped. Ctrl-C stops the processes in reverse order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import click
+
+from provisioning.broker import MosquittoProcess, free_port, port_open
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _toml(tree: dict) -> str:
+    def value(v) -> str:
+        return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+
+    lines = [f"{k} = {value(v)}" for k, v in tree.items() if not isinstance(v, dict)]
+    for section, values in tree.items():
+        if isinstance(values, dict):
+            lines.append(f"\n[{section}]")
+            lines += [f"{k} = {value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _pick_port(preferred: int) -> int:
+    return preferred if not port_open("127.0.0.1", preferred) else free_port()
+
+
+class Stack:
+    """Child processes of the local stack, started in order and stopped in reverse."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.broker: MosquittoProcess | None = None
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen:
+        logfile = (self.root / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        logfile.close()
+        self.children.append((name, proc))
+        return proc
+
+    def check(self) -> None:
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                raise click.ClickException(
+                    f"{name} exited with code {proc.returncode}; see {self.root / (name + '.log')}"
+                )
+
+    def stop(self) -> None:
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    click.echo(f"   {name} did not stop in time; killing it", err=True)
+                    proc.kill()
+                    proc.wait()
+        self.children.clear()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+
+def _get_json(url: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return json.load(resp)
+    except (OSError, ValueError):
+        return None
+
+
+@click.command()
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=ROOT / "var" / "demo",
+    show_default=True,
+    help="Folder for the broker data, hub database, kiosk outbox and logs.",
+)
+@click.option("--fresh", is_flag=True, help="Delete the folder first and start from nothing.")
+@click.option(
+    "--web-port",
+    type=int,
+    default=8080,
+    show_default=True,
+    help="Hub web port (another free one is used if taken).",
+)
+@click.option(
+    "--mqtt-port",
+    type=int,
+    default=18830,
+    show_default=True,
+    help="Broker port on 127.0.0.1 (another free one is used if taken).",
+)
+@click.option("--rate", type=float, default=2.0, show_default=True, help="Sample check-ins per second.")
+@click.option(
+    "--duration",
+    type=float,
+    default=None,
+    help="Stop by itself after this many seconds (default: run until Ctrl-C).",
+)
+def main(root: Path, fresh: bool, web_port: int, mqtt_port: int, rate: float, duration: float | None) -> None:
+    """Run the AnToan stack locally: broker, bridge, web and one kiosk recording sample check-ins."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if fresh and root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    web_port, mqtt_port = _pick_port(web_port), _pick_port(mqtt_port)
+    mqtt = {"host": "127.0.0.1", "port": mqtt_port}
+    hub_conf = root / "hub.toml"
+    hub_conf.write_text(
+        _toml(
+            {
+                "database": {"url": f"sqlite:///{root / 'hub.db'}"},
+                "mqtt": mqtt,
+                "web": {"host": "127.0.0.1", "port": web_port},
+            }
+        )
+    )
+    kiosk_conf = root / "kiosk.toml"
+    kiosk_conf.write_text(
+        _toml(
+            {
+                "kiosk_id": "kiosk-demo-001",
+                "venue_id": "venue-demo-cho-ben-thanh",
+                "mqtt": mqtt,
+                "outbox": {"path": str(root / "kiosk-outbox.db")},
+                "sample": {"rate_per_s": rate},
+            }
+        )
+    )
+
+    stack = Stack(root)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        click.echo(f"==> broker (mosquitto) on 127.0.0.1:{mqtt_port}, data in {root / 'broker'}")
+        broker = MosquittoProcess(root / "broker", port=mqtt_port)
+        broker.write_config()
+        stack.broker = broker.start()
+        click.echo("==> hub database migrations")
+        subprocess.run(
+            [sys.executable, "-m", "hub", "--config", str(hub_conf), "migrate"],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        click.echo("==> hub bridge, hub web, kiosk")
+        stack.spawn("bridge", "-m", "hub", "--config", str(hub_conf), "bridge")
+        stack.spawn("web", "-m", "hub", "--config", str(hub_conf), "web")
+        stack.spawn("kiosk", "-m", "kiosk", "--config", str(kiosk_conf), "run")
+        base = f"http://127.0.0.1:{web_port}"
+        deadline = time.monotonic() + 30
+        while _get_json(f"{base}/api/stats") is None:
+            stack.check()
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"the hub web did not answer within 30 s; see {root / 'web.log'}")
+            stop.wait(0.2)
+        click.echo(
+            "\nAnToan Check-in is running locally:\n"
+            f"  Hub (trang chủ / home):          {base}/\n"
+            f"  Stats (JSON):                    {base}/api/stats\n"
+            f"  Health:                          {base}/healthz\n"
+            f"  Broker (MQTT):                   127.0.0.1:{mqtt_port}\n"
+            f"  Kiosk kiosk-demo-001 records {rate:g} sample check-ins per second.\n"
+            f"  Logs and data:                   {root}\n"
+            "  Stop: Ctrl-C (nhấn Ctrl-C để dừng)\n"
+        )
+        started = time.monotonic()
+        next_report = started
+        while not stop.is_set():
+            stack.check()
+            now = time.monotonic()
+            if duration is not None and now - started >= duration:
+                break
+            if now >= next_report:
+                stats = _get_json(f"{base}/api/stats") or {}
+                kiosks = {k["kiosk_id"]: k for k in stats.get("kiosks", [])}
+                k = kiosks.get("kiosk-demo-001", {})
+                click.echo(
+                    f"   events stored: {stats.get('events_stored', '?')}, dead letters: "
+                    f"{stats.get('dead_letters', '?')}, kiosk {k.get('status', '?')}, "
+                    f"outbox depth {k.get('outbox_depth', '?')}"
+                )
+                next_report = now + 10
+            stop.wait(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        click.echo("==> stopping")
+        stack.stop()
+        click.echo("==> stopped")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
