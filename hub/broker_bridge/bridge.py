@@ -1,0 +1,309 @@
+"""Ingest: validate kiosk messages, commit them idempotently, then ack to the kiosk, then ack to MQTT.
+
+The order is the delivery guarantee (DESIGN.md): a kiosk hears "stored" only after the commit, and
+the broker forgets a message only after that. Messages are committed in groups (one transaction
+for up to ``commit_max_messages``) so a durable SQLite commit is shared by many batches. Bad input
+goes to the dead letters and is acked; only a database outage holds messages back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import signal
+import threading
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+from hub.config import BridgeSettings, HubConfig
+from hub.db.store import DeadLetter, EventRow, HubStore, KioskStateRow
+from protocol import topics
+from protocol.messages import Ack, MessageError, encode, parse_batch, parse_state, seq_ranges
+from protocol.settings import MqttSettings, mqtt_client
+
+log = logging.getLogger(__name__)
+
+_RETRY_MIN_S = 0.5
+_RETRY_MAX_S = 30.0
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """What one MQTT message contributes to a commit."""
+
+    topic: str
+    payload: bytes
+    events: list[EventRow] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    states: list[KioskStateRow] = field(default_factory=list)
+    ack: tuple[str, str, list[tuple[int, int]]] | None = None
+
+
+@dataclass(slots=True)
+class BridgeStats:
+    messages: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    commits: int = 0
+    db_retries: int = 0
+
+
+class Bridge:
+    """Subscribes to kiosk events and state and writes them to the hub database."""
+
+    def __init__(self, *, store: HubStore, mqtt_settings: MqttSettings, settings: BridgeSettings):
+        self._store = store
+        self._mqtt_settings = mqtt_settings
+        self._settings = settings
+        self._queue: queue.SimpleQueue[mqtt.MQTTMessage | None] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._client: mqtt.Client | None = None
+        self._worker: threading.Thread | None = None
+        self.stats = BridgeStats()
+        self.subscribed = threading.Event()
+
+    def start(self) -> None:
+        client = mqtt_client(self._mqtt_settings, client_id=self._settings.client_id, manual_ack=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.max_inflight_messages_set(1000)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._settings.session_expiry_s
+        props.ReceiveMaximum = self._settings.receive_maximum
+        client.connect_async(
+            self._mqtt_settings.host,
+            self._mqtt_settings.port,
+            keepalive=self._mqtt_settings.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+        self._client = client
+        self._worker = threading.Thread(target=self._run, name="bridge-ingest", daemon=True)
+        self._worker.start()
+        client.loop_start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Finish the group in hand, then disconnect; unacked messages stay with the broker."""
+        self._stopping.set()
+        self._queue.put(None)
+        if self._worker is not None:
+            self._worker.join(timeout_s)
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+
+    # ----- paho callbacks (network thread): hand over only -----------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.error("broker refused the bridge: %s (will retry)", reason_code)
+            return
+        events_filter = topics.EVENTS_ALL
+        if self._settings.shared_group:
+            events_filter = topics.shared(events_filter, self._settings.shared_group)
+        # State is not shared: retained messages are not delivered to shared subscriptions.
+        client.subscribe([(events_filter, 1), (topics.STATE_ALL, 1)])
+        log.info(
+            "bridge connected (session present: %s), subscribed to %s", flags.session_present, events_filter
+        )
+
+    def _on_subscribe(self, client, userdata, mid, reason_code_list, properties):
+        failed = [str(rc) for rc in reason_code_list if rc.is_failure]
+        if failed:
+            log.error("broker refused the bridge's subscriptions: %s", ", ".join(failed))
+        else:
+            self.subscribed.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.subscribed.clear()
+        if not self._stopping.is_set():
+            log.warning("bridge disconnected: %s", reason_code)
+
+    def _on_message(self, client, userdata, message):
+        self._queue.put(message)
+
+    # ----- worker thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        limit = self._settings.commit_max_messages
+        while not self._stopping.is_set():
+            try:
+                first = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            group = [] if first is None else [first]
+            while len(group) < limit:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is not None:
+                    group.append(more)
+            if group:
+                try:
+                    self._ingest(group)
+                except Exception:
+                    # Never die on one group: its messages stay unacked and the broker redelivers
+                    # them on reconnect; the kiosks also resend.
+                    log.exception("ingest failed for %d message(s); they stay unacknowledged", len(group))
+
+    def _ingest(self, group: list[mqtt.MQTTMessage]) -> None:
+        parsed = [self._parse(m) for m in group]
+        if not self._commit_with_retry(parsed):
+            return  # stopping: leave the group unacked
+        for part in parsed:
+            if part.ack is not None:
+                kiosk_id, epoch, ranges = part.ack
+                self._client.publish(topics.ack(kiosk_id), encode(Ack(epoch=epoch, ranges=ranges)), qos=1)
+        for message in group:
+            self._client.ack(message.mid, message.qos)
+        self.stats.messages += len(group)
+        self.stats.commits += 1
+
+    def _parse(self, message: mqtt.MQTTMessage) -> _Parsed:
+        payload = bytes(message.payload)
+        out = _Parsed(topic=message.topic, payload=payload)
+
+        def dead(reason: str, kiosk_id: str | None) -> _Parsed:
+            out.dead.append(
+                DeadLetter(topic=message.topic, kiosk_id=kiosk_id, reason=reason, payload=payload)
+            )
+            log.warning("dead letter on %s: %s", message.topic, reason)
+            return out
+
+        try:
+            where = topics.parse_kiosk_topic(message.topic)
+        except topics.TopicError as exc:
+            return dead(str(exc), None)
+        if where.channel == "state":
+            if not payload:
+                return out  # a cleared retained message
+            try:
+                state = parse_state(payload)
+            except MessageError as exc:
+                return dead(exc.reason, where.kiosk_id)
+            if state.kiosk_id != where.kiosk_id:
+                return dead(
+                    f"state claims kiosk {state.kiosk_id!r} on the topic of {where.kiosk_id!r}",
+                    where.kiosk_id,
+                )
+            out.states.append(
+                KioskStateRow(
+                    kiosk_id=where.kiosk_id,
+                    status=state.status,
+                    version=state.version,
+                    outbox_depth=state.outbox_depth,
+                    oldest_unacked_age_s=state.oldest_unacked_age_s,
+                    list_ages=state.list_ages_s,
+                    sent_at=state.sent_at,
+                )
+            )
+            return out
+        if where.channel != "events":
+            return dead(f"the hub does not accept messages on the {where.channel} channel", where.kiosk_id)
+        try:
+            batch = parse_batch(payload, max_bytes=self._settings.max_payload_bytes)
+        except MessageError as exc:
+            return dead(exc.reason, where.kiosk_id)
+        if batch.kiosk_id != where.kiosk_id:
+            # The topic is what the broker authenticated; a payload naming another kiosk is forged or broken.
+            return dead(
+                f"payload claims kiosk {batch.kiosk_id!r} on the topic of {where.kiosk_id!r}", where.kiosk_id
+            )
+        out.events = [
+            EventRow(
+                kiosk_id=where.kiosk_id,
+                epoch=batch.epoch,
+                seq=e.seq,
+                uuid=str(e.uuid),
+                kind=e.kind.value,
+                device_time=e.device_time,
+                body=e.body,
+            )
+            for e in batch.events
+        ]
+        out.ack = (where.kiosk_id, batch.epoch, seq_ranges(e.seq for e in batch.events))
+        return out
+
+    def _commit_with_retry(self, parsed: list[_Parsed]) -> bool:
+        delay = _RETRY_MIN_S
+        while not self._stopping.is_set():
+            try:
+                self._commit(parsed)
+                return True
+            except OperationalError as exc:
+                self.stats.db_retries += 1
+                log.error("database unavailable (%s); retrying in %.1f s", exc.orig or exc, delay)
+            except DBAPIError as exc:
+                if exc.connection_invalidated:
+                    self.stats.db_retries += 1
+                    log.error("database connection lost; retrying in %.1f s", delay)
+                else:
+                    # Data the database refuses: find the message(s) at fault and dead-letter them.
+                    log.error("database refused a group (%s); committing message by message", exc.orig)
+                    self._commit_one_by_one(parsed)
+                    return True
+            self._stopping.wait(delay)
+            delay = min(delay * 2, _RETRY_MAX_S)
+        return False
+
+    def _commit(self, parsed: list[_Parsed]) -> None:
+        events = [e for p in parsed for e in p.events]
+        dead = [d for p in parsed for d in p.dead]
+        latest: dict[str, KioskStateRow] = {}
+        for p in parsed:
+            for s in p.states:
+                latest[s.kiosk_id] = s
+        self._store.commit(events=events, dead_letters=dead, states=list(latest.values()))
+        self.stats.events += len(events)
+        self.stats.dead_letters += len(dead)
+
+    def _commit_one_by_one(self, parsed: list[_Parsed]) -> None:
+        for i, part in enumerate(parsed):
+            try:
+                self._commit([part])
+            except OperationalError:
+                raise
+            except SQLAlchemyError as exc:
+                reason = f"database refused the message: {type(getattr(exc, 'orig', None) or exc).__name__}"
+                kiosk_id = None
+                with contextlib.suppress(topics.TopicError):
+                    kiosk_id = topics.parse_kiosk_topic(part.topic).kiosk_id
+                log.warning("dead letter on %s: %s", part.topic, reason)
+                parsed[i] = _Parsed(
+                    topic=part.topic,
+                    payload=part.payload,
+                    dead=[
+                        DeadLetter(topic=part.topic, kiosk_id=kiosk_id, reason=reason, payload=part.payload)
+                    ],
+                )
+                self._commit([parsed[i]])
+
+
+def run_bridge(config: HubConfig) -> None:
+    """Run one bridge worker until SIGTERM or Ctrl-C (``antoan-hub bridge``)."""
+    from hub.db import make_engine, migrate
+
+    engine = make_engine(config.database.url)
+    migrate(engine)
+    bridge = Bridge(store=HubStore(engine), mqtt_settings=config.mqtt, settings=config.bridge)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    log.info("bridge starting: broker %s:%d", config.mqtt.host, config.mqtt.port)
+    try:
+        bridge.start()
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bridge.stop()
+        engine.dispose()
+        log.info("bridge stopped")
