@@ -2,9 +2,9 @@
 
 A process reads one TOML file (optional) and then environment variables named
 ``<PREFIX>__<SECTION>__<FIELD>`` (for example ``ANTOAN_HUB__MQTT__PORT=1884``), which win over the
-file. Secrets (passwords, keys) belong in the environment or in files under ``/run/secrets``
-named by a ``*_file`` setting, never in the TOML file. Unknown keys are errors, so a typo fails at
-start-up with the key's path in the message.
+file. Secrets (passwords, keys) belong in the environment, or in a file (``/run/secrets/…``) named by a
+variable ending in ``_FILE`` (``ANTOAN_HUB__WEB__SECRET_KEY_FILE``), never in the TOML file.
+Unknown keys are errors, so a typo fails at start-up with the key's path in the message.
 """
 
 from __future__ import annotations
@@ -99,7 +99,16 @@ def load_config(
     marker = env_prefix + "__"
     env_keys = sorted(k for k in environ if k.startswith(marker))
     for key in env_keys:
-        _set_path(data, key[len(marker) :].lower().split("__"), environ[key])
+        path_parts = key[len(marker) :].lower().split("__")
+        value = environ[key]
+        if path_parts[-1].endswith("_file"):
+            # ANTOAN_HUB__WEB__SECRET_KEY_FILE=/run/secrets/web_key sets web.secret_key from that file.
+            path_parts[-1] = path_parts[-1].removesuffix("_file")
+            try:
+                value = Path(value).read_text(encoding="utf-8").rstrip("\n")
+            except OSError as exc:
+                raise ConfigError(f"{key}: cannot read the secret file {value}: {exc.strerror}") from None
+        _set_path(data, path_parts, value)
     if env_keys:
         source += " + environment"
     try:

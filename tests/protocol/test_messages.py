@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 
@@ -47,7 +48,7 @@ def test_seq_ranges_cover_exactly_the_given_numbers(seqs):
     ranges = seq_ranges(seqs)
     expanded = {s for lo, hi in ranges for s in range(lo, hi + 1)}
     assert expanded == seqs
-    assert all(b[0] > a[1] + 1 for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(b[0] > a[1] + 1 for a, b in itertools.pairwise(ranges))
     assert ranges_cover(ranges, ranges)
 
 
