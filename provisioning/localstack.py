@@ -165,16 +165,17 @@ def main(root: Path, fresh: bool, web_port: int, mqtt_port: int, rate: float, du
         broker.write_config()
         stack.broker = broker.start()
         click.echo("==> hub database migrations")
-        subprocess.run(
+        migrated = subprocess.run(
             [sys.executable, "-m", "hub", "--config", str(hub_conf), "migrate"],
             cwd=ROOT,
-            check=True,
-            stdout=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
         )
-        click.echo("==> hub bridge, hub web, kiosk")
+        if migrated.returncode != 0:
+            raise click.ClickException(f"hub migrations failed:\n{migrated.stderr.strip()}")
+        click.echo("==> hub bridge and hub web")
         stack.spawn("bridge", "-m", "hub", "--config", str(hub_conf), "bridge")
         stack.spawn("web", "-m", "hub", "--config", str(hub_conf), "web")
-        stack.spawn("kiosk", "-m", "kiosk", "--config", str(kiosk_conf), "run")
         base = f"http://127.0.0.1:{web_port}"
         deadline = time.monotonic() + 30
         while _get_json(f"{base}/api/stats") is None:
@@ -182,6 +183,10 @@ def main(root: Path, fresh: bool, web_port: int, mqtt_port: int, rate: float, du
             if time.monotonic() > deadline:
                 raise click.ClickException(f"the hub web did not answer within 30 s; see {root / 'web.log'}")
             stop.wait(0.2)
+        # The kiosk starts last so its first batches find the bridge subscribed (a kiosk that starts
+        # first is fine too: it resends after its ack timeout).
+        click.echo("==> kiosk kiosk-demo-001")
+        stack.spawn("kiosk", "-m", "kiosk", "--config", str(kiosk_conf), "run")
         click.echo(
             "\nAnToan Check-in is running locally:\n"
             f"  Hub (trang chủ / home):          {base}/\n"
