@@ -258,11 +258,8 @@ class Bridge:
     def _commit(self, parsed: list[_Parsed]) -> None:
         events = [e for p in parsed for e in p.events]
         dead = [d for p in parsed for d in p.dead]
-        latest: dict[str, KioskStateRow] = {}
-        for p in parsed:
-            for s in p.states:
-                latest[s.kiosk_id] = s
-        self._store.commit(events=events, dead_letters=dead, states=list(latest.values()))
+        states = [s for p in parsed for s in p.states]  # the store keeps the last per kiosk
+        self._store.commit(events=events, dead_letters=dead, states=states)
         self.stats.events += len(events)
         self.stats.dead_letters += len(dead)
 

@@ -1,0 +1,220 @@
+"""The hub's data access for the ingest path: one atomic commit of events, dead letters and kiosk states."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from hub.db.schema import DEAD_LETTER_PAYLOAD_MAX
+from hub.db.schema import dead_letters as dead_letters_table
+from hub.db.schema import events as events_table
+from hub.db.schema import kiosks as kiosks_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One validated event from a kiosk, keyed by ``(kiosk_id, epoch, seq)``."""
+
+    kiosk_id: str
+    epoch: str
+    seq: int
+    uuid: str
+    kind: str
+    device_time: datetime
+    body: dict
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message the bridge could not accept, with the reason."""
+
+    topic: str
+    kiosk_id: str | None
+    reason: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KioskStateRow:
+    """The latest state a kiosk reported (or its last will)."""
+
+    kiosk_id: str
+    status: str
+    version: str
+    outbox_depth: int | None
+    oldest_unacked_age_s: float | None
+    list_ages: dict
+    sent_at: datetime | None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _to_utc(ts: datetime) -> datetime:
+    # SQLite keeps no offset, so every stored time is UTC; a naive time is taken to be UTC already.
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return None if ts is None else _to_utc(ts).isoformat(timespec="milliseconds")
+
+
+def _clean_text(value: str, limit: int | None = None) -> str:
+    # PostgreSQL text cannot hold NUL; a column limit must never make a whole commit fail.
+    value = value.replace("\x00", "\\0")
+    return value if limit is None else value[:limit]
+
+
+class HubStore:
+    """Reads and writes the ingest tables on ``engine``; ``clock`` gives received/last-seen times."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = _utc_now):
+        self.engine = engine
+        self._clock = clock
+        dialect = engine.dialect.name
+        if dialect == "sqlite":
+            self._insert = sqlite.insert
+        elif dialect == "postgresql":
+            self._insert = postgresql.insert
+        else:
+            raise ValueError(f"unsupported database dialect {dialect!r}")
+        insert_events = self._insert(events_table)
+        self._insert_events = insert_events.on_conflict_do_nothing(
+            index_elements=[events_table.c.kiosk_id, events_table.c.epoch, events_table.c.seq]
+        )
+        upsert = self._insert(kiosks_table)
+        self._upsert_kiosks = upsert.on_conflict_do_update(
+            index_elements=[kiosks_table.c.kiosk_id],
+            set_={c.name: upsert.excluded[c.name] for c in kiosks_table.c if c.name != "kiosk_id"},
+        )
+
+    def commit(
+        self,
+        *,
+        events: Sequence[EventRow] = (),
+        dead_letters: Sequence[DeadLetter] = (),
+        states: Sequence[KioskStateRow] = (),
+    ) -> None:
+        """Write everything in ONE transaction; errors propagate and leave nothing written.
+
+        Events already stored under the same ``(kiosk_id, epoch, seq)`` are skipped (resends are
+        normal); dead-letter payloads are cut to 64 KiB with the full size recorded; kiosk states are
+        upserted with ``last_seen`` set to now. Rows are written in key order so concurrent bridge
+        workers take row locks in the same order.
+        """
+        now = self._clock()
+        event_rows = [
+            {
+                "kiosk_id": e.kiosk_id,
+                "epoch": e.epoch,
+                "seq": e.seq,
+                "uuid": e.uuid,
+                "kind": e.kind,
+                "device_time": _to_utc(e.device_time) if e.device_time is not None else None,
+                "received_at": now,
+                "body": e.body,
+            }
+            for e in sorted(events, key=lambda e: (e.kiosk_id, e.epoch, e.seq))
+        ]
+        letter_rows = [
+            {
+                "received_at": now,
+                "topic": _clean_text(d.topic, 512),
+                "kiosk_id": None if d.kiosk_id is None else _clean_text(d.kiosk_id, 64),
+                "reason": _clean_text(d.reason),
+                "payload": bytes(d.payload[:DEAD_LETTER_PAYLOAD_MAX]),
+                "payload_size": len(d.payload),
+            }
+            for d in dead_letters
+        ]
+        # One row per kiosk: the last state given wins (a conflict-update may touch a row only once).
+        latest = {s.kiosk_id: s for s in states}
+        state_rows = [
+            {
+                "kiosk_id": s.kiosk_id,
+                "status": s.status,
+                "version": _clean_text(s.version, 64),
+                "outbox_depth": s.outbox_depth,
+                "oldest_unacked_age_s": s.oldest_unacked_age_s,
+                "list_ages": s.list_ages,
+                "state_sent_at": None if s.sent_at is None else _to_utc(s.sent_at),
+                "last_seen": now,
+            }
+            for _, s in sorted(latest.items())
+        ]
+        if not (event_rows or letter_rows or state_rows):
+            return
+        with self.engine.begin() as conn:
+            if state_rows:
+                conn.execute(self._upsert_kiosks, state_rows)
+            if letter_rows:
+                conn.execute(dead_letters_table.insert(), letter_rows)
+            if event_rows:
+                conn.execute(self._insert_events, event_rows)
+        log.debug(
+            "committed %s events, %s dead letters, %s kiosk states",
+            len(event_rows),
+            len(letter_rows),
+            len(state_rows),
+        )
+
+    def count_events(self, kiosk_id: str | None = None) -> int:
+        """Number of stored events, of one kiosk or of all."""
+        query = select(func.count()).select_from(events_table)
+        if kiosk_id is not None:
+            query = query.where(events_table.c.kiosk_id == kiosk_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def event_keys(self, kiosk_id: str) -> list[tuple[str, int]]:
+        """``(epoch, seq)`` of every event stored for ``kiosk_id``, sorted (for tests and checks)."""
+        query = (
+            select(events_table.c.epoch, events_table.c.seq)
+            .where(events_table.c.kiosk_id == kiosk_id)
+            .order_by(events_table.c.epoch, events_table.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [(epoch, int(seq)) for epoch, seq in conn.execute(query)]
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest ``limit`` dead letters, newest first, without their payload bytes."""
+        t = dead_letters_table
+        query = (
+            select(t.c.id, t.c.received_at, t.c.topic, t.c.kiosk_id, t.c.reason, t.c.payload_size)
+            .order_by(t.c.id.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [{**row, "received_at": _iso(row["received_at"])} for row in rows]
+
+    def count_dead_letters(self) -> int:
+        """Number of stored dead letters."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(dead_letters_table)).scalar_one())
+
+    def kiosks(self) -> list[dict[str, Any]]:
+        """Every kiosk's latest state as a dict (times as ISO 8601 UTC), sorted by kiosk id."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(kiosks_table).order_by(kiosks_table.c.kiosk_id)).mappings().all()
+        return [
+            {**row, "state_sent_at": _iso(row["state_sent_at"]), "last_seen": _iso(row["last_seen"])}
+            for row in rows
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        """``{"events_stored": n, "dead_letters": n, "kiosks": [...]}`` for the dashboard and the API."""
+        return {
+            "events_stored": self.count_events(),
+            "dead_letters": self.count_dead_letters(),
+            "kiosks": self.kiosks(),
+        }
