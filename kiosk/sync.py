@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from kiosk.config import SyncSettings
 from kiosk.outbox import Outbox
@@ -33,7 +31,7 @@ from protocol.messages import (
     ranges_cover,
     seq_ranges,
 )
-from protocol.settings import MqttSettings, mqtt_client
+from protocol.settings import MqttSettings, connect_persistent, mqtt_client
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +105,9 @@ class Sync:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.max_inflight_messages_set(self._settings.max_inflight_batches + 4)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.will_set(self._state_topic, self._state_payload("offline"), qos=1, retain=True)
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self._settings.session_expiry_s
-        client.connect_async(
-            self._mqtt_settings.host,
-            self._mqtt_settings.port,
-            keepalive=self._mqtt_settings.keepalive_s,
-            clean_start=False,
-            properties=props,
-        )
         self._client = client
-        client.loop_start()
+        connect_persistent(client, self._mqtt_settings, session_expiry_s=self._settings.session_expiry_s)
         self._worker = threading.Thread(target=self._run, name="kiosk-sync", daemon=True)
         self._worker.start()
 

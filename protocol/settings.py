@@ -53,6 +53,9 @@ class MqttSettings(Section):
     )
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keep-alive interval.")
     tls: TlsSettings | None = Field(default=None, description="TLS settings; none means plain TCP.")
+    reconnect_max_delay_s: int = Field(
+        default=10, ge=1, le=600, description="Longest wait between reconnection attempts (doubles from 1 s)."
+    )
 
 
 def _set_path(tree: dict[str, Any], path: list[str], value: str) -> None:
@@ -159,3 +162,25 @@ def probe_broker(settings: MqttSettings, *, timeout_s: float = 2.0) -> str | Non
         return result["rc"]
     finally:
         client.disconnect()
+
+
+def connect_persistent(
+    client, settings: MqttSettings, *, session_expiry_s: int, receive_maximum: int | None = None
+) -> None:
+    """Start a background connection with a persistent MQTT v5 session, reconnecting for ever.
+
+    ``clean_start=False`` alone is not enough in MQTT v5: without a session expiry interval the
+    broker drops the session at disconnect, and with it the QoS 1 messages queued for this client.
+    """
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    client.reconnect_delay_set(min_delay=1, max_delay=settings.reconnect_max_delay_s)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = session_expiry_s
+    if receive_maximum is not None:
+        props.ReceiveMaximum = receive_maximum
+    client.connect_async(
+        settings.host, settings.port, keepalive=settings.keepalive_s, clean_start=False, properties=props
+    )
+    client.loop_start()

@@ -16,15 +16,13 @@ import threading
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from hub.config import BridgeSettings, HubConfig
 from hub.db.store import DeadLetter, EventRow, HubStore, KioskStateRow
 from protocol import topics
 from protocol.messages import Ack, MessageError, encode, parse_batch, parse_state, seq_ranges
-from protocol.settings import MqttSettings, mqtt_client
+from protocol.settings import MqttSettings, connect_persistent, mqtt_client
 
 log = logging.getLogger(__name__)
 
@@ -73,22 +71,16 @@ class Bridge:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(1000)
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self._settings.session_expiry_s
-        props.ReceiveMaximum = self._settings.receive_maximum
-        client.connect_async(
-            self._mqtt_settings.host,
-            self._mqtt_settings.port,
-            keepalive=self._mqtt_settings.keepalive_s,
-            clean_start=False,
-            properties=props,
-        )
         self._client = client
         self._worker = threading.Thread(target=self._run, name="bridge-ingest", daemon=True)
         self._worker.start()
-        client.loop_start()
+        connect_persistent(
+            client,
+            self._mqtt_settings,
+            session_expiry_s=self._settings.session_expiry_s,
+            receive_maximum=self._settings.receive_maximum,
+        )
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish the group in hand, then disconnect; unacked messages stay with the broker."""

@@ -1,0 +1,125 @@
+"""``python -m bench [ingest|backlog|all]``: run the benchmarks, write JSON results and print tables.
+
+Progress goes to stderr, tables to stdout. PostgreSQL is used when reachable at ``--pg-url``
+(default ``$ANTOAN_BENCH_PG_URL``, else ``$ANTOAN_TEST_PG_URL``, else postgres@127.0.0.1:5432/test);
+each run creates and drops a database ``antoan_bench_<hex>`` there.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from bench import backlog, ingest
+from bench.common import DEFAULT_PG_ADMIN_URL, RESULTS_DIR, machine_info, pg_reachable, progress, utc_now_iso
+from bench.common import write_result as _write
+
+
+def _default_pg_url() -> str:
+    return (
+        os.environ.get("ANTOAN_BENCH_PG_URL") or os.environ.get("ANTOAN_TEST_PG_URL") or DEFAULT_PG_ADMIN_URL
+    )
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("which", type=click.Choice(["ingest", "backlog", "all"]), default="all")
+@click.option(
+    "--quick", is_flag=True, help="Small counts and one repeat (10,000 ingest / 5,000 backlog events)."
+)
+@click.option("--repeats", type=click.IntRange(1, 20), default=None, help="Runs per measurement (default 3).")
+@click.option("--events", type=click.IntRange(100), default=None, help="Ingest events per run.")
+@click.option("--publishers", type=click.IntRange(1, 32), default=4, show_default=True)
+@click.option("--backlog-events", type=click.IntRange(100), default=None, help="Unsent events in the outbox.")
+@click.option("--sweep/--no-sweep", default=True, show_default=True, help="Backlog batch/inflight sweep.")
+@click.option(
+    "--db",
+    "db_choice",
+    type=click.Choice(["auto", "sqlite", "postgresql"]),
+    default="auto",
+    show_default=True,
+    help="auto: SQLite, plus PostgreSQL when reachable.",
+)
+@click.option("--pg-url", default=_default_pg_url, help="PostgreSQL admin URL (SQLAlchemy form).")
+@click.option(
+    "--results-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=RESULTS_DIR,
+    show_default=True,
+)
+def main(
+    which: str,
+    quick: bool,
+    repeats: int | None,
+    events: int | None,
+    publishers: int,
+    backlog_events: int | None,
+    sweep: bool,
+    db_choice: str,
+    pg_url: str,
+    results_dir: Path,
+) -> None:
+    """Benchmarks: hub ingest throughput (bridge vs raw reference) and a kiosk's backlog drain."""
+    repeats = repeats or (1 if quick else 3)
+    events = events or (10_000 if quick else 100_000)
+    backlog_events = backlog_events or (5_000 if quick else 35_000)
+
+    pg_problem = pg_reachable(pg_url)
+    if db_choice == "postgresql" and pg_problem:
+        raise click.ClickException(f"PostgreSQL not reachable: {pg_problem}")
+    if db_choice == "sqlite":
+        db_kinds = ["sqlite"]
+    elif db_choice == "postgresql":
+        db_kinds = ["postgresql"]
+    else:
+        db_kinds = ["sqlite"] + ([] if pg_problem else ["postgresql"])
+    if db_choice == "auto" and pg_problem:
+        progress(f"PostgreSQL not reachable ({pg_problem}); SQLite only")
+    machine = machine_info(None if pg_problem else pg_url)
+    invocation = " ".join(["python -m bench", *sys.argv[1:]])
+    failed = False
+
+    def finish(name: str, result: dict, render) -> None:
+        nonlocal failed
+        doc = {
+            "benchmark": name,
+            "invocation": invocation,
+            "started_at": started_at,
+            "finished_at": utc_now_iso(),
+            "duration_s": round(time.monotonic() - t0, 1),
+            "machine": machine,
+            **result,
+        }
+        doc["all_runs_ok"] = all(
+            r["ok"]
+            for d in result["databases"].values()
+            for r in (d.get("runs") or [run for c in d.get("configs", []) for run in c["runs"]])
+        )
+        doc["targets_met"] = {k: d["target"]["met"] for k, d in result["databases"].items()}
+        failed = failed or not doc["all_runs_ok"]
+        path = _write(results_dir, name, doc)
+        progress(f"wrote {path}")
+        click.echo(render(doc))
+        click.echo("")
+
+    if which in ("ingest", "all"):
+        started_at, t0 = utc_now_iso(), time.monotonic()
+        result = ingest.run_ingest(
+            db_kinds=db_kinds, events=events, publishers=publishers, repeats=repeats, pg_admin_url=pg_url
+        )
+        finish("ingest", result, ingest.render)
+    if which in ("backlog", "all"):
+        started_at, t0 = utc_now_iso(), time.monotonic()
+        result = backlog.run_backlog(
+            db_kinds=db_kinds, events=backlog_events, repeats=repeats, sweep=sweep, pg_admin_url=pg_url
+        )
+        finish("backlog", result, backlog.render)
+    if failed:
+        raise click.ClickException("some runs failed; see the JSON results for the counts reached")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Smoke test of the benchmarks: tiny counts, results written, every event stored exactly once.
+
+Nothing here asserts speed; the timings of a shared CI machine mean nothing. PostgreSQL runs join
+in only when it is reachable (``--db auto``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_bench_quick_runs_store_every_event_once(tmp_path):
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "all",
+            "--quick",
+            "--repeats",
+            "1",
+            "--events",
+            "2000",
+            "--publishers",
+            "2",
+            "--backlog-events",
+            "2000",
+            "--no-sweep",
+            "--db",
+            "auto",
+            "--results-dir",
+            str(results),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    ingest = json.loads((results / "ingest.json").read_text())
+    assert "sqlite" in ingest["databases"]
+    for db_kind, data in ingest["databases"].items():
+        systems = sorted(r["system"] for r in data["runs"])
+        assert systems == ["bridge", "raw"], db_kind
+        for run in data["runs"]:
+            assert run["ok"], run
+            assert run["acked_events"] == 2000, run
+            assert run["stored"]["rows"] == 2000, run
+            assert run["stored"]["distinct_uuids"] == 2000, run
+
+    backlog = json.loads((results / "backlog.json").read_text())
+    assert "sqlite" in backlog["databases"]
+    for db_kind, data in backlog["databases"].items():
+        (config,) = data["configs"]
+        assert config["is_default"], db_kind
+        for run in config["runs"]:
+            assert run["ok"], run
+            assert run["depth_before"] == 2000, run
+            assert run["stored"]["rows"] == 2000, run
+            assert run["stored"]["distinct_uuids"] == 2000, run
