@@ -29,7 +29,7 @@ class SyncSettings(Section):
         description="Largest events message sent; must not exceed the hub's limit.",
     )
     max_inflight_batches: int = Field(
-        default=8, ge=1, le=64, description="Batches sent and not yet acknowledged by the hub."
+        default=16, ge=1, le=64, description="Batches sent and not yet acknowledged by the hub."
     )
     linger_ms: int = Field(
         default=50, ge=0, le=10_000, description="Wait this long for more events before a part batch."

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
-from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -31,6 +30,10 @@ MAX_EVENT_BODY_BYTES = 16 * 1024
 KioskId = Annotated[str, StringConstraints(pattern=KIOSK_ID_PATTERN)]
 Epoch = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 Seq = Annotated[int, Field(ge=1, le=2**63 - 1)]
+#: Event ids as kiosks write them (``str(uuid.uuid4())``); kept as text end to end.
+EventUuid = Annotated[
+    str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+]
 
 
 class MessageError(ValueError):
@@ -55,7 +58,7 @@ class _Strict(BaseModel):
 
 class Event(_Strict):
     seq: Seq
-    uuid: UUID
+    uuid: EventUuid
     kind: EventKind
     device_time: AwareDatetime
     body: dict[str, Any]

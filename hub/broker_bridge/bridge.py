@@ -215,7 +215,7 @@ class Bridge:
                 kiosk_id=where.kiosk_id,
                 epoch=batch.epoch,
                 seq=e.seq,
-                uuid=str(e.uuid),
+                uuid=e.uuid,
                 kind=e.kind.value,
                 device_time=e.device_time,
                 body=e.body,
