@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
+from kiosk.feedback import GpioSettings
 from protocol.messages import MAX_PAYLOAD_BYTES
 from protocol.settings import MqttSettings, Section, load_config
 from protocol.topics import is_valid_kiosk_id
@@ -52,6 +56,32 @@ class SampleSettings(Section):
     limit: int | None = Field(default=None, ge=1, description="Stop after this many samples.")
 
 
+class CameraSettings(Section):
+    source: Literal["none", "picamera2", "opencv", "replay"] = Field(
+        default="none", description="Where frames come from; none = no scanner (sync only)."
+    )
+    device: int | str = Field(default=0, description="OpenCV camera index or device path (/dev/video0).")
+    width: int = Field(
+        default=1280, ge=320, le=4608, description="Frame width; do not go below 1280 for ID cards."
+    )
+    height: int = Field(default=720, ge=240, le=2592, description="Frame height.")
+    replay_path: Path | None = Field(default=None, description="Replay: a folder of images or a video file.")
+    replay_fps: float = Field(default=5.0, gt=0, le=120, description="Replay: frames per second.")
+    replay_loop: bool = Field(default=False, description="Replay: start again at the end.")
+    decoder: Literal["layered", "zxing", "pyzbar"] = Field(
+        default="layered", description="QR decoder: layered (zxing-cpp with a second pass), zxing, pyzbar."
+    )
+
+
+class ScanSettings(Section):
+    direction: Literal["in", "out"] = Field(
+        default="in", description="Entrance kiosk (in) or exit kiosk (out)."
+    )
+    debounce_s: float = Field(
+        default=3.0, gt=0, le=60, description="The same code within this many seconds is one scan."
+    )
+
+
 class KioskConfig(Section):
     kiosk_id: str = Field(
         description="This kiosk's id, as enrolled (3-64 lowercase letters, digits, dashes)."
@@ -61,6 +91,28 @@ class KioskConfig(Section):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     sample: SampleSettings = Field(default_factory=SampleSettings)
+    camera: CameraSettings = Field(default_factory=CameraSettings)
+    scan: ScanSettings = Field(default_factory=ScanSettings)
+    gpio: GpioSettings = Field(default_factory=GpioSettings)
+    hub_public_key: str | None = Field(
+        default=None,
+        description="Hub X25519 public key (base64) that ID-card identities are sealed to; set at enrolment.",
+    )
+
+    @field_validator("hub_public_key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except binascii.Error:
+                raise ValueError("not base64") from None
+            if len(raw) != 32:
+                raise ValueError("an X25519 public key is 32 bytes")
+        return value
+
+    def hub_key_bytes(self) -> bytes | None:
+        return None if self.hub_public_key is None else base64.b64decode(self.hub_public_key)
 
     @field_validator("kiosk_id")
     @classmethod

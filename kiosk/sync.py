@@ -68,6 +68,7 @@ class Sync:
         version: str,
         prune_acked_after_s: float,
         list_ages: Callable[[], dict[str, float | None]] | None = None,
+        downlink: Callable[[str, bytes], object] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ):
         self._outbox = outbox
@@ -77,6 +78,7 @@ class Sync:
         self._version = version
         self._prune_after_s = prune_acked_after_s
         self._list_ages = list_ages or dict
+        self._downlink = downlink
         self._mono = monotonic
         self._events_topic = topics.events(kiosk_id)
         self._ack_topic = topics.ack(kiosk_id)
@@ -138,7 +140,10 @@ class Sync:
         if reason_code.is_failure:
             log.error("broker refused the connection: %s (will retry)", reason_code)
             return
-        client.subscribe(self._ack_topic, qos=1)
+        subscriptions = [(self._ack_topic, 1)]
+        if self._downlink is not None:
+            subscriptions += [(topics.BROADCAST_TRUST, 1), (topics.BROADCAST_STATUS, 1)]
+        client.subscribe(subscriptions)
         self._queue.put(("connected", flags.session_present))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
@@ -200,13 +205,14 @@ class Sync:
             self._connected = False
             self.connected_event.clear()
         elif kind == "message":
-            self._handle_ack(item[1], item[2])
+            if item[1] == self._ack_topic:
+                self._handle_ack(item[2])
+            elif self._downlink is not None:
+                self._downlink(item[1], item[2])
         elif kind == "publish_failed":
             log.warning("broker rejected a publish: %s; unacked events will be resent", item[1])
 
-    def _handle_ack(self, topic: str, payload: bytes) -> None:
-        if topic != self._ack_topic:
-            return
+    def _handle_ack(self, payload: bytes) -> None:
         try:
             ack = parse_ack(payload)
         except MessageError as exc:

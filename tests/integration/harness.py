@@ -9,6 +9,7 @@ from hub.config import BridgeSettings
 from hub.db.store import HubStore
 from kiosk.app import KioskApp
 from kiosk.config import KioskConfig, OutboxSettings, SyncSettings
+from kiosk.feedback import GpioSettings
 from protocol.settings import MqttSettings
 from tests.helpers import wait_for
 
@@ -23,6 +24,7 @@ def kiosk_config(tmp: Path, mqtt: MqttSettings, kiosk_id: str = "kiosk-001", **s
         mqtt=mqtt,
         outbox=OutboxSettings(path=tmp / f"{kiosk_id}.db"),
         sync=SyncSettings(**{**TEST_SYNC, **sync}),
+        gpio=GpioSettings(pin_factory="none"),
     )
 
 

@@ -29,6 +29,7 @@ def _kiosk_conf(tmp: Path, port: int, *, limit: int | None = None) -> Path:
             "mqtt": {"host": "127.0.0.1", "port": port, "keepalive_s": 5},
             "outbox": {"path": str(tmp / "outbox.db")},
             "sync": TEST_SYNC,
+            "gpio": {"pin_factory": "none"},
             "sample": {"rate_per_s": RATE, "limit": limit},
         },
     )

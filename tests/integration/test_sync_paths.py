@@ -70,6 +70,7 @@ def test_a_killed_kiosk_shows_offline_at_the_hub_through_its_last_will(
             "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "keepalive_s": 5},
             "outbox": {"path": str(tmp_path / "outbox.db")},
             "sync": TEST_SYNC,
+            "gpio": {"pin_factory": "none"},
         },
     )
     kiosk = Child(["-m", "kiosk", "--config", str(conf), "run"], log_path=tmp_path / "kiosk.log").start()
@@ -108,3 +109,40 @@ def test_two_bridges_on_a_shared_subscription_store_everything_once(tmp_path, mq
             kiosk.stop()
         for bridge in bridges:
             bridge.stop()
+
+
+def test_a_kiosk_that_connects_later_receives_the_retained_lists_and_reports_their_age(
+    tmp_path, mqtt_settings, hub_store
+):
+    from datetime import UTC, datetime, timedelta
+
+    from protocol.healthpass import SigningKey, StatusList, TrustList
+
+    now = datetime.now(UTC)
+    key = SigningKey.generate("ES256")
+    trust = TrustList(keys={key.kid: key.trusted(now, now + timedelta(days=1))}, version=4, issued_at=now)
+    status = StatusList(version=9, issued_at=now, colours={})
+    hub = mqtt_client(mqtt_settings, client_id="hub-lists")
+    hub.connect(mqtt_settings.host, mqtt_settings.port)
+    hub.loop_start()
+    hub.publish(topics.BROADCAST_TRUST, trust.to_json(), qos=1, retain=True).wait_for_publish(5)
+    hub.publish(topics.BROADCAST_STATUS, status.to_json(), qos=1, retain=True).wait_for_publish(5)
+    hub.loop_stop()
+    hub.disconnect()
+    bridge = start_bridge(hub_store, mqtt_settings)
+    kiosk = start_kiosk(tmp_path, mqtt_settings)
+    try:
+        wait_for(
+            lambda: kiosk.lists.trust is not None and kiosk.lists.status is not None, what="retained lists"
+        )
+        assert (kiosk.lists.trust.version, kiosk.lists.status.version) == (4, 9)
+
+        def reported():
+            rows = [k for k in hub_store.kiosks() if k["kiosk_id"] == "kiosk-001"]
+            return rows and rows[0]["list_ages"].get("trust") is not None and rows[0]["list_ages"]
+
+        ages = wait_for(reported, what="list ages in the kiosk's state")
+        assert set(ages) == {"trust", "status"}
+    finally:
+        kiosk.stop()
+        bridge.stop()
