@@ -125,9 +125,14 @@ class KioskApp:
                 listener(verdict)
             except Exception:
                 log.exception("a verdict listener failed")
-        # The reason code only: names and ids stay out of the log.
+        # Colour, reason and the fixed words only: names and ids stay out of the log.
         log.info(
-            "scan: %s (%s) in %.1f ms", verdict.colour, verdict.code, (time.perf_counter() - started) * 1000
+            "scan: %s (%s) %s / %s, %.1f ms",
+            verdict.colour,
+            verdict.code,
+            verdict.message_vi,
+            verdict.message_en,
+            (time.perf_counter() - started) * 1000,
         )
         return verdict
 

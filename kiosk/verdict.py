@@ -140,7 +140,7 @@ def _judge_pass(payload, *, trust, status, kind, direction, now) -> Verdict:
     }
     return Verdict(
         colour,
-        "flagged" if checked.flagged else "ok",
+        "flagged" if checked.flagged else ("ok" if colour == "green" else f"pass_{colour}"),
         vi,
         en,
         display_name=checked.claims.initials,

@@ -19,8 +19,12 @@ import urllib.request
 from pathlib import Path
 
 import click
+import paho.mqtt.publish as publish
+from paho.mqtt.client import MQTTv5
 
+from protocol import topics
 from provisioning.broker import MosquittoProcess, free_port, port_open
+from provisioning.samples import make_demo_material
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,27 @@ class Stack:
             self.broker = None
 
 
+class _LogTail:
+    """New lines of a growing log file that contain ``marker`` (the part after it)."""
+
+    def __init__(self, path: Path, *, marker: str):
+        self._path = path
+        self._marker = marker
+        self._offset = 0
+
+    def new_lines(self) -> list[str]:
+        try:
+            with self._path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        lines = data[:end].decode("utf-8", "replace").splitlines()
+        return [line.split(self._marker, 1)[1] for line in lines if self._marker in line]
+
+
 def _get_json(url: str) -> dict | None:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
@@ -118,14 +143,23 @@ def _get_json(url: str) -> dict | None:
     show_default=True,
     help="Broker port on 127.0.0.1 (another free one is used if taken).",
 )
-@click.option("--rate", type=float, default=2.0, show_default=True, help="Sample check-ins per second.")
+@click.option(
+    "--rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Extra generated check-ins per second on top of the camera replay (load demo).",
+)
+@click.option("--fps", type=float, default=4.0, show_default=True, help="Replay camera frames per second.")
 @click.option(
     "--duration",
     type=float,
     default=None,
     help="Stop by itself after this many seconds (default: run until Ctrl-C).",
 )
-def main(root: Path, fresh: bool, web_port: int, mqtt_port: int, rate: float, duration: float | None) -> None:
+def main(
+    root: Path, fresh: bool, web_port: int, mqtt_port: int, rate: float, fps: float, duration: float | None
+) -> None:
     """Run the AnToan stack locally: broker, bridge, web and one kiosk recording sample check-ins."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if fresh and root.exists():
@@ -143,6 +177,8 @@ def main(root: Path, fresh: bool, web_port: int, mqtt_port: int, rate: float, du
             }
         )
     )
+    click.echo(f"==> sample codes (camera replay frames) in {root / 'samples'}")
+    material = make_demo_material(root / "samples")
     kiosk_conf = root / "kiosk.toml"
     kiosk_conf.write_text(
         _toml(
@@ -150,8 +186,16 @@ def main(root: Path, fresh: bool, web_port: int, mqtt_port: int, rate: float, du
                 "kiosk_id": "kiosk-demo-001",
                 "venue_id": "venue-demo-cho-ben-thanh",
                 "mqtt": mqtt,
+                "hub_public_key": material.hub_public_key_b64,
                 "outbox": {"path": str(root / "kiosk-outbox.db")},
                 "sample": {"rate_per_s": rate},
+                "camera": {
+                    "source": "replay",
+                    "replay_path": str(material.frames),
+                    "replay_fps": fps,
+                    "replay_loop": True,
+                },
+                "gpio": {"pin_factory": "mock"},
             }
         )
     )
@@ -164,6 +208,17 @@ def main(root: Path, fresh: bool, web_port: int, mqtt_port: int, rate: float, du
         broker = MosquittoProcess(root / "broker", port=mqtt_port)
         broker.write_config()
         stack.broker = broker.start()
+        # The demo hub's trust and status lists, retained so the kiosk gets them whenever it connects.
+        publish.multiple(
+            [
+                {"topic": topics.BROADCAST_TRUST, "payload": material.trust_json, "qos": 1, "retain": True},
+                {"topic": topics.BROADCAST_STATUS, "payload": material.status_json, "qos": 1, "retain": True},
+            ],
+            hostname="127.0.0.1",
+            port=mqtt_port,
+            client_id="antoan-demo-lists",
+            protocol=MQTTv5,
+        )
         click.echo("==> hub database migrations")
         migrated = subprocess.run(
             [sys.executable, "-m", "hub", "--config", str(hub_conf), "migrate"],
@@ -193,10 +248,12 @@ def main(root: Path, fresh: bool, web_port: int, mqtt_port: int, rate: float, du
             f"  Stats (JSON):                    {base}/api/stats\n"
             f"  Health:                          {base}/healthz\n"
             f"  Broker (MQTT):                   127.0.0.1:{mqtt_port}\n"
-            f"  Kiosk kiosk-demo-001 records {rate:g} sample check-ins per second.\n"
-            f"  Logs and data:                   {root}\n"
+            f"  Kiosk kiosk-demo-001 scans a replayed camera feed of {len(material.expected)} sample codes:\n"
+            + "".join(f"      {label:<24} → {colour}\n" for label, colour in material.expected)
+            + f"  Logs and data:                   {root}\n"
             "  Stop: Ctrl-C (nhấn Ctrl-C để dừng)\n"
         )
+        scans = _LogTail(root / "kiosk.log", marker="kiosk.app: scan: ")
         started = time.monotonic()
         next_report = started
         while not stop.is_set():
@@ -204,6 +261,8 @@ def main(root: Path, fresh: bool, web_port: int, mqtt_port: int, rate: float, du
             now = time.monotonic()
             if duration is not None and now - started >= duration:
                 break
+            for line in scans.new_lines():
+                click.echo(f"   kiosk: {line}")
             if now >= next_report:
                 stats = _get_json(f"{base}/api/stats") or {}
                 kiosks = {k["kiosk_id"]: k for k in stats.get("kiosks", [])}
