@@ -1,8 +1,10 @@
-"""``python -m bench [ingest|backlog|all]``: run the benchmarks, write JSON results and print tables.
+"""``python -m bench [ingest|backlog|all|scanner|scan-latency]``: benchmarks, JSON results, tables.
 
 Progress goes to stderr, tables to stdout. PostgreSQL is used when reachable at ``--pg-url``
 (default ``$ANTOAN_BENCH_PG_URL``, else ``$ANTOAN_TEST_PG_URL``, else postgres@127.0.0.1:5432/test);
-each run creates and drops a database ``antoan_bench_<hex>`` there.
+each run creates and drops a database ``antoan_bench_<hex>`` there. ``scanner`` (QR decoding on
+synthetic camera frames) and ``scan-latency`` (decode → verdict → durable write on the kiosk) need no
+database and are not part of ``all``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from bench import backlog, ingest
+from bench import backlog, ingest, scan_latency, scanner
 from bench.common import DEFAULT_PG_ADMIN_URL, RESULTS_DIR, machine_info, pg_reachable, progress, utc_now_iso
 from bench.common import write_result as _write
 
@@ -26,7 +28,9 @@ def _default_pg_url() -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("which", type=click.Choice(["ingest", "backlog", "all"]), default="all")
+@click.argument(
+    "which", type=click.Choice(["ingest", "backlog", "all", "scanner", "scan-latency"]), default="all"
+)
 @click.option(
     "--quick", is_flag=True, help="Small counts and one repeat (10,000 ingest / 5,000 backlog events)."
 )
@@ -42,6 +46,13 @@ def _default_pg_url() -> str:
     default="auto",
     show_default=True,
     help="auto: SQLite, plus PostgreSQL when reachable.",
+)
+@click.option(
+    "--frames",
+    "scanner_frames",
+    type=click.IntRange(10),
+    default=None,
+    help="Scanner: code frames per resolution (default 1,000; --quick 100).",
 )
 @click.option("--pg-url", default=_default_pg_url, help="PostgreSQL admin URL (SQLAlchemy form).")
 @click.option(
@@ -59,10 +70,17 @@ def main(
     backlog_events: int | None,
     sweep: bool,
     db_choice: str,
+    scanner_frames: int | None,
     pg_url: str,
     results_dir: Path,
 ) -> None:
-    """Benchmarks: hub ingest throughput (bridge vs raw reference) and a kiosk's backlog drain."""
+    """Benchmarks: hub ingest throughput (bridge vs raw reference), a kiosk's backlog drain, QR scanner."""
+    if which == "scanner":
+        _run_scanner(quick, scanner_frames, results_dir)
+        return
+    if which == "scan-latency":
+        scan_latency.run(scans=100 if quick else 1000, results_dir=results_dir)
+        return
     repeats = repeats or (1 if quick else 3)
     events = events or (10_000 if quick else 100_000)
     backlog_events = backlog_events or (5_000 if quick else 35_000)
@@ -119,6 +137,28 @@ def main(
         finish("backlog", result, backlog.render)
     if failed:
         raise click.ClickException("some runs failed; see the JSON results for the counts reached")
+
+
+def _run_scanner(quick: bool, frames: int | None, results_dir: Path) -> None:
+    """Decode rate and cost per backend on synthetic frames; JSON to scanner.json, tables to stdout."""
+    started_at, t0 = utc_now_iso(), time.monotonic()
+    code_count = frames or (100 if quick else 1_000)
+    empty_count = 50 if quick else 200
+    result = scanner.run_scanner(code_count=code_count, empty_count=empty_count)
+    doc = {
+        "benchmark": "scanner",
+        "invocation": " ".join(["python -m bench", *sys.argv[1:]]),
+        "started_at": started_at,
+        "finished_at": utc_now_iso(),
+        "duration_s": round(time.monotonic() - t0, 1),
+        "machine": machine_info(None),
+        **result,
+    }
+    path = _write(results_dir, "scanner", doc)
+    progress(f"wrote {path}")
+    click.echo(scanner.render(doc))
+    if not result["target"]["no_wrong_decodes"]:
+        raise click.ClickException("a decoder returned a wrong payload; see scanner.json")
 
 
 if __name__ == "__main__":

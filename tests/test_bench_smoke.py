@@ -70,3 +70,14 @@ def test_bench_quick_runs_store_every_event_once(tmp_path):
             assert run["depth_before"] == 2000, run
             assert run["stored"]["rows"] == 2000, run
             assert run["stored"]["distinct_uuids"] == 2000, run
+
+
+def test_scan_latency_quick_run_records_every_scan(tmp_path):
+    from bench import scan_latency
+
+    result = scan_latency.run(scans=27, results_dir=tmp_path)
+    assert (tmp_path / "scan_latency.json").exists()
+    # 9 sample codes, each decoded once per pass over them: 6 recorded, 3 refused.
+    assert result["scan_to_durable_verdict"]["n"] == 18
+    assert result["scan_to_refusal"]["n"] == 9
+    assert result["baseline_outbox_append"]["n"] == 27

@@ -203,10 +203,10 @@ class ReplaySource:
         self._video = video
 
     def read(self) -> np.ndarray | None:
-        if self._images is None and self._video is None:
-            raise SourceError("replay is not open: call open() first")
         if self.finished:
             return None
+        if self._images is None and self._video is None:
+            raise SourceError("replay is not open: call open() first")
         self._pace()
         frame = self._read_one()
         if frame is None and self.loop and self._next > 0:
