@@ -181,11 +181,15 @@ class Sync:
 
     def _wait_s(self) -> float:
         now = self._mono()
-        due = [self._next_state, self._next_prune]
-        if self._linger is not None:
-            due.append(self._linger[1])
-        if self._inflight:
-            due.append(min(b.sent_at for b in self._inflight) + self._settings.ack_timeout_s)
+        due = [self._next_prune]
+        # State, linger and ack deadlines only matter while connected; offline, the worker must sleep
+        # until a connection or an event arrives instead of spinning on a deadline it cannot act on.
+        if self._connected:
+            due.append(self._next_state)
+            if self._linger is not None:
+                due.append(self._linger[1])
+            if self._inflight:
+                due.append(min(b.sent_at for b in self._inflight) + self._settings.ack_timeout_s)
         return min(_MAX_WAIT_S, max(0.0, min(due) - now))
 
     def _handle(self, item: tuple) -> None:
