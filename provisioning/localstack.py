@@ -255,7 +255,7 @@ def main(
         )
         scans = _LogTail(root / "kiosk.log", marker="kiosk.app: scan: ")
         started = time.monotonic()
-        next_report = started
+        next_report = started + 5  # the first report once the kiosk had time to sync
         while not stop.is_set():
             stack.check()
             now = time.monotonic()
