@@ -137,7 +137,7 @@ def make_demo_material(folder: Path, *, now: datetime | None = None, seed: int =
             ),
             False,
         ),
-        ("forged pass", "red", encode_pass(claims("P-DEMO-0006", Colour.GREEN, "XXX", 1999), forger), False),
+        ("forged pass", "red", encode_pass(claims("P-DEMO-0006", Colour.GREEN, "GIA", 1999), forger), False),
         (
             "CCCD Nguyễn Thị Ánh",
             "green",
