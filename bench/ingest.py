@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,41 +52,34 @@ SYSTEMS = ("bridge", "raw")
 # ----- publisher process --------------------------------------------------------------------------
 
 
-def publisher_main(
-    host: str,
-    port: int,
-    kiosk_id: str,
-    events: int,
-    batch_size: int,
-    window: int,
-    seed: int,
-    ready: Any,
-    go: Any,
-    results: Any,
-    deadline_s: float,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class PublisherJob:
+    """What one publisher process sends: ``events`` events as ``kiosk_id``, ``window`` batches in flight."""
+
+    host: str
+    port: int
+    kiosk_id: str
+    events: int
+    batch_size: int
+    window: int
+    seed: int
+    deadline_s: float
+
+
+def publisher_main(job: PublisherJob, ready: Any, go: Any, results: Any) -> None:
     """Body of one publisher process; puts one result dict on ``results`` whatever happens."""
-    out: dict[str, Any] = {"kiosk_id": kiosk_id, "events": events, "ok": False, "error": None}
+    out: dict[str, Any] = {"kiosk_id": job.kiosk_id, "events": job.events, "ok": False, "error": None}
     try:
-        out.update(_publish(host, port, kiosk_id, events, batch_size, window, seed, ready, go, deadline_s))
+        out.update(_publish(job, ready, go))
     except Exception as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         results.put(out)
 
 
-def _publish(
-    host: str,
-    port: int,
-    kiosk_id: str,
-    events: int,
-    batch_size: int,
-    window: int,
-    seed: int,
-    ready: Any,
-    go: Any,
-    deadline_s: float,
-) -> dict[str, Any]:
+def _publish(job: PublisherJob, ready: Any, go: Any) -> dict[str, Any]:
+    host, port, kiosk_id, events = job.host, job.port, job.kiosk_id, job.events
+    batch_size, window, seed, deadline_s = job.batch_size, job.window, job.seed, job.deadline_s
     from protocol import topics
     from protocol.settings import MqttSettings, mqtt_client
 
@@ -226,10 +220,17 @@ def _run_once(
             run["warm_up_s"] = round(warm_up(mosq.host, mosq.port, "warmup-kiosk", timeout_s=60), 3)
             ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
             for i, n in enumerate(per_pub):
-                args = (mosq.host, mosq.port, f"bench-k{i}", n, BATCH_SIZE, WINDOW, 1000 * repeat + i)
-                p = ctx.Process(
-                    target=publisher_main, args=(*args, ready, go, results, deadline_s), daemon=True
+                job = PublisherJob(
+                    host=mosq.host,
+                    port=mosq.port,
+                    kiosk_id=f"bench-k{i}",
+                    events=n,
+                    batch_size=BATCH_SIZE,
+                    window=WINDOW,
+                    seed=1000 * repeat + i,
+                    deadline_s=deadline_s,
                 )
+                p = ctx.Process(target=publisher_main, args=(job, ready, go, results), daemon=True)
                 p.start()
                 procs.append(p)
             ready_deadline = time.monotonic() + 120

@@ -25,7 +25,7 @@ from kiosk.outbox import Outbox
 from kiosk.scanner.decode import make_decoder
 from protocol.settings import MqttSettings
 from provisioning.broker import free_port
-from provisioning.samples import make_demo_material
+from provisioning.samples import cache_lists, make_demo_material
 
 TARGET_P95_MS = 20.0
 
@@ -50,10 +50,7 @@ def run(*, scans: int = 500, results_dir: Path) -> dict[str, Any]:
         frames = [
             cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted(material.frames.glob("*.png"))[::4]
         ]
-        lists = work / "lists"
-        lists.mkdir()
-        (lists / "trust.json").write_bytes(material.trust_json)
-        (lists / "status.json").write_bytes(material.status_json)
+        cache_lists(work / "lists", material)
         config = KioskConfig(
             kiosk_id="kiosk-bench",
             venue_id="venue-bench",

@@ -36,6 +36,7 @@ class KioskApp:
         #: Called with every verdict (the touchscreen subscribes here); must not block.
         self.verdict_listeners: list[Callable[[Verdict], None]] = []
         self.last_verdict: Verdict | None = None
+        self._hub_key = config.hub_key_bytes()
 
     def start(self) -> None:
         cfg = self.config
@@ -107,7 +108,7 @@ class KioskApp:
             raw,
             trust=lists.trust if lists else None,
             status=lists.status if lists else None,
-            hub_public_key=self.config.hub_key_bytes(),
+            hub_public_key=self._hub_key,
             direction=self.config.scan.direction,
             now=datetime.now(UTC),
         )

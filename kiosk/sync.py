@@ -42,7 +42,6 @@ _MAX_WAIT_S = 1.0
 @dataclass(slots=True)
 class _Inflight:
     ranges: list[tuple[int, int]]
-    count: int
     sent_at: float
 
 
@@ -258,7 +257,7 @@ class Sync:
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 log.warning("publish failed (%s); will retry", mqtt.error_string(info.rc))
                 return
-            self._inflight.append(_Inflight(seq_ranges(r.seq for r in rows), len(rows), now))
+            self._inflight.append(_Inflight(seq_ranges(r.seq for r in rows), now))
             self._cursor = rows[-1].seq
             self.stats.batches_sent += 1
             self.stats.events_sent += len(rows)

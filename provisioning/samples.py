@@ -188,3 +188,13 @@ def make_demo_material(folder: Path, *, now: datetime | None = None, seed: int =
         hub_public_key_b64=hub_public_b64,
         expected=expected,
     )
+
+
+def cache_lists(folder: Path, material: DemoMaterial) -> None:
+    """Leave the demo hub's lists in a kiosk's list cache, as if it had received them before going offline."""
+    from kiosk.lists import DownlinkLists
+    from protocol import topics
+
+    lists = DownlinkLists(folder)
+    lists.handle(topics.BROADCAST_TRUST, material.trust_json)
+    lists.handle(topics.BROADCAST_STATUS, material.status_json)

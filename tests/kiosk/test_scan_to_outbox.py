@@ -13,7 +13,7 @@ from kiosk.config import CameraSettings, KioskConfig, OutboxSettings, ScanSettin
 from kiosk.feedback import Feedback, GpioSettings
 from protocol.settings import MqttSettings
 from provisioning.broker import free_port
-from provisioning.samples import make_demo_material
+from provisioning.samples import cache_lists, make_demo_material
 from tests.helpers import wait_for
 
 FAST = GpioSettings(pin_factory="mock", indicator_s=0.05, door_open_s=0.08, beep_s=0.01)
@@ -25,11 +25,8 @@ def material(tmp_path_factory):
 
 
 def _kiosk(tmp_path, material, *, direction="in") -> tuple[KioskApp, MockFactory]:
-    lists = tmp_path / "lists"
-    lists.mkdir()
     # The kiosk is offline (nothing listens on the port): it verifies with the lists it cached earlier.
-    (lists / "trust.json").write_bytes(material.trust_json)
-    (lists / "status.json").write_bytes(material.status_json)
+    cache_lists(tmp_path / "lists", material)
     config = KioskConfig(
         kiosk_id="kiosk-001",
         venue_id="venue-001",
