@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -46,6 +47,12 @@ class BridgeSettings(Section):
     max_payload_bytes: int = Field(
         default=MAX_PAYLOAD_BYTES, ge=1024, description="Larger events messages go to the dead letters."
     )
+    list_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="How often the bridge checks whether the trust or status list changed, to republish it.",
+    )
 
 
 class WebSettings(Section):
@@ -55,6 +62,63 @@ class WebSettings(Section):
         default=None,
         description="Session signing key; set ANTOAN_HUB__WEB__SECRET_KEY. A random one is made if unset.",
     )
+    session_minutes: int = Field(
+        default=30, ge=1, le=24 * 60, description="Staff sessions end after this many idle minutes."
+    )
+    cookie_secure: bool = Field(
+        default=False,
+        description="Send cookies over HTTPS only; turn on behind a TLS proxy (off for the local demo).",
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Flask-Limiter storage URI; memory:// counts per worker process, redis://… is shared.",
+    )
+    public_form_rate: str = Field(
+        default="30 per minute;300 per hour", description="Rate limit per address on public forms."
+    )
+    login_rate: str = Field(
+        default="10 per minute;50 per hour", description="Rate limit per address on login."
+    )
+    trust_proxy: int = Field(
+        default=0, ge=0, le=5, description="Proxies in front of the hub whose X-Forwarded-For is trusted."
+    )
+
+
+class PassSettings(Section):
+    issuer: str = Field(
+        default="antoan-hub", min_length=1, max_length=64, description="Issuer in every pass."
+    )
+    validity_days: int = Field(default=14, ge=1, le=366, description="How long a health pass is valid.")
+    key_alg: Literal["ES256", "EdDSA"] = Field(default="ES256", description="Algorithm of new signing keys.")
+    key_passphrase: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Encrypts signing keys at rest; set ANTOAN_HUB__PASSES__KEY_PASSPHRASE_FILE. "
+            "Without it keys are stored unencrypted in the database (the demo)."
+        ),
+    )
+
+
+class RetentionSettings(Section):
+    declaration_days: int = Field(
+        default=60, ge=1, description="Declarations and their passes older than this are purged."
+    )
+    audit_days: int = Field(default=365, ge=30, description="Audit log entries older than this are purged.")
+    purge_interval_s: int = Field(
+        default=3600, ge=0, description="How often the bridge runs the purge; 0 turns the schedule off."
+    )
+
+
+class EnrolmentSettings(Section):
+    ca_dir: Path = Field(
+        default=Path("var/hub/ca"),
+        description="The hub CA folder (antoan-provision ca init); its key passphrase: ANTOAN_CA_PASSPHRASE.",
+    )
+    broker_host: str | None = Field(
+        default=None, description="Broker address enrolled kiosks use; default: mqtt.host."
+    )
+    broker_port: int = Field(default=8883, ge=1, le=65535, description="The broker's TLS port for kiosks.")
+    cert_days: int = Field(default=90, ge=1, le=825, description="Validity of kiosk certificates.")
 
 
 class HubConfig(Section):
@@ -62,6 +126,9 @@ class HubConfig(Section):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    passes: PassSettings = Field(default_factory=PassSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    enrolment: EnrolmentSettings = Field(default_factory=EnrolmentSettings)
 
 
 def load(path: Path | None = None, environ=None) -> HubConfig:

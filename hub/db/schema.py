@@ -1,11 +1,17 @@
-"""The hub's database tables as SQLAlchemy Core metadata (the ingest path: events, dead letters, kiosks)."""
+"""The hub's database tables as SQLAlchemy Core metadata.
+
+Ingest (events, dead letters, kiosks), accounts and the audit log, declarations, passes and their keys.
+Every change here comes with an Alembic revision in ``migrations/versions``.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     Index,
@@ -74,4 +80,191 @@ kiosks = Table(
     Column("list_ages", JSON, nullable=False),
     Column("state_sent_at", DateTime(timezone=True), nullable=True),
     Column("last_seen", DateTime(timezone=True), nullable=False),
+)
+
+# --------------------------------------------------------------------- accounts, audit (revision 0002)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_login_at", DateTime(timezone=True), nullable=True),
+    # Bumped on password change or deactivation: sessions carrying an older value are logged out.
+    Column("session_version", Integer, nullable=False, default=1),
+)
+
+#: Machine credentials for the JSON API: only a SHA-256 of the token is stored.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_by", BigInteger, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("role", String(32), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("target_type", String(64), nullable=True),
+    Column("target_id", String(200), nullable=True),
+    Column("detail", JSON, nullable=False),
+    Column("remote_addr", String(64), nullable=True),
+    Index("ix_audit_log_at", "at"),
+)
+
+# ------------------------------------------------------------ declarations and passes (revision 0002)
+
+#: One declaration per person: a family submission ("khai hộ") makes one row per member with the same
+#: ``submission_id``. A newer declaration for the same person supersedes the older (history is kept).
+declarations = Table(
+    "declarations",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),  # ncovi | vhd
+    Column("submission_id", String(36), nullable=False),
+    Column("declared_by", BigInteger, nullable=True),  # the declarant's own declaration id ("khai hộ")
+    Column("relationship", String(32), nullable=True),
+    # Who the person is: CCCD/CMND or passport number, upper-cased; links a person's declarations.
+    Column("id_number", String(32), nullable=False),
+    Column("full_name", String(200), nullable=False),
+    Column("birth_date", Date, nullable=True),
+    Column("birth_year", Integer, nullable=False),
+    Column("gender", String(8), nullable=False),
+    Column("phone", String(20), nullable=True),
+    Column("nationality", String(2), nullable=False),  # ISO 3166-1 alpha-2
+    Column("province", String(100), nullable=True),
+    Column("district", String(100), nullable=True),
+    Column("commune", String(100), nullable=True),
+    Column("address", String(300), nullable=True),
+    # Symptoms, exposure, vaccination, and for VHD the journey: see hub/declarations.py.
+    Column("answers", JSON, nullable=False),
+    Column("colour", String(8), nullable=False),
+    Column("colour_reasons", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("superseded_at", DateTime(timezone=True), nullable=True),
+    Column("superseded_by", BigInteger, nullable=True),
+    Index("ix_declarations_id_number", "id_number"),
+    Index("ix_declarations_created_at", "created_at"),
+    Index("ix_declarations_submission_id", "submission_id"),
+)
+
+#: Health-pass signing keys. The private key is PEM, encrypted with the hub's key passphrase when one
+#: is configured. A retired key signs nothing more but stays in the trust list until ``trusted_until``.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(16), primary_key=True),  # hex of protocol.healthpass.kid_for
+    Column("alg", String(8), nullable=False),
+    Column("private_pem", LargeBinary, nullable=False),
+    Column("public_pem", LargeBinary, nullable=False),
+    Column("encrypted", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("retired_at", DateTime(timezone=True), nullable=True),
+    Column("trusted_until", DateTime(timezone=True), nullable=False),
+)
+
+passes = Table(
+    "passes",
+    metadata,
+    Column("pass_id", String(32), primary_key=True),
+    Column("declaration_id", BigInteger, nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("colour", String(8), nullable=False),  # the colour signed into the pass
+    Column("kid", String(16), nullable=False),
+    Column("qr_text", Text, nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_passes_declaration_id", "declaration_id"),
+    Index("ix_passes_expires_at", "expires_at"),
+)
+
+#: Passes whose colour changed after issue; the status list published to kiosks is built from it.
+pass_status = Table(
+    "pass_status",
+    metadata,
+    Column("pass_id", String(32), primary_key=True),
+    Column("colour", String(8), nullable=False),
+    Column("reason", String(200), nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+#: Versions of what the hub publishes (trust list, status list): bumped in the transaction that changes it.
+list_versions = Table(
+    "list_versions",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+)
+
+#: Secrets the hub makes for itself on first run (e.g. the session signing key when none is configured),
+#: so every web worker process and every restart uses the same one.
+hub_secrets = Table(
+    "hub_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# ------------------------------------------------------------------ venues and devices (revision 0003)
+
+venues = Table(
+    "venues",
+    metadata,
+    Column("venue_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("venue_type", String(32), nullable=False),
+    Column("province", String(100), nullable=True),
+    Column("district", String(100), nullable=True),
+    Column("address", String(300), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+#: Enrolled kiosks: who they are (certificate), where they stand, whether they are cut off.
+devices = Table(
+    "devices",
+    metadata,
+    Column("kiosk_id", String(64), primary_key=True),
+    Column("venue_id", String(64), nullable=False),
+    Column("cert_serial", String(64), nullable=True),
+    Column("cert_not_after", DateTime(timezone=True), nullable=True),
+    Column("enrolled_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_reason", String(200), nullable=True),
+    Index("ix_devices_venue_id", "venue_id"),
+)
+
+#: Single-use, expiring enrolment tokens; only a SHA-256 of the token is stored.
+enrolment_tokens = Table(
+    "enrolment_tokens",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("kiosk_id", String(64), nullable=False),
+    Column("venue_id", String(64), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("approved_at", DateTime(timezone=True), nullable=True),
+    Column("approved_by", String(200), nullable=True),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    Column("used_cert_serial", String(64), nullable=True),
 )

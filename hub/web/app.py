@@ -1,4 +1,4 @@
-"""Flask app factory for the hub: the dashboard page, the stats API and the health check."""
+"""Flask app factory for the hub: a blueprint per audience (public, auth, admin, api) and the health check."""
 
 from __future__ import annotations
 
@@ -7,14 +7,29 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from flask import Blueprint, Flask, current_app, jsonify, render_template
-from sqlalchemy import Engine, text
+from flask import Blueprint, Flask, jsonify, render_template, request
+from flask_babel import force_locale, get_locale
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import Engine, insert, select, text
+from sqlalchemy.exc import IntegrityError
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from hub.config import HubConfig, load
 from hub.db import make_engine, migrate
+from hub.db.schema import hub_secrets
 from hub.db.store import HubStore
+from hub.web.extensions import (
+    DEFAULT_LOCALE,
+    babel,
+    csrf,
+    hub_web,
+    limiter,
+    login_manager,
+    select_locale,
+)
 from protocol.settings import MqttSettings, probe_broker
 
 log = logging.getLogger(__name__)
@@ -22,13 +37,19 @@ log = logging.getLogger(__name__)
 #: How long a broker probe result is reused, so a busy health check does not flood the broker.
 BROKER_PROBE_TTL_S = 5.0
 
+TRANSLATIONS_DIR = Path(__file__).resolve().parent / "translations"
+#: gettext domains, one per part of the web app (each part keeps its own catalog).
+TRANSLATION_DOMAINS = ("hub", "public", "admin")
+
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": (
-        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'self'"
     ),
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 
 
@@ -66,19 +87,26 @@ class BrokerHealth:
             return self._result
 
 
-@dataclass(frozen=True, slots=True)
 class HubWeb:
     """What the web app's views use, kept on ``app.extensions["antoan"]``."""
 
-    config: HubConfig
-    engine: Engine
-    store: HubStore
-    broker: BrokerHealth
+    def __init__(self, config: HubConfig, engine: Engine, store: HubStore, broker: BrokerHealth):
+        self.config = config
+        self.engine = engine
+        self.store = store
+        self.broker = broker
+        self._keyring = None
+        self._keyring_lock = threading.Lock()
 
+    @property
+    def keyring(self):
+        """The hub's health-pass :class:`hub.keys.KeyRing` (made on first use)."""
+        with self._keyring_lock:
+            if self._keyring is None:
+                from hub.keys import KeyRing
 
-def hub_web() -> HubWeb:
-    """The :class:`HubWeb` of the current app."""
-    return current_app.extensions["antoan"]
+                self._keyring = KeyRing(self.engine, self.config.passes)
+            return self._keyring
 
 
 def _one_line(exc: BaseException) -> str:
@@ -86,21 +114,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"[:300]
 
 
-public = Blueprint("public", __name__)
-api = Blueprint("api", __name__, url_prefix="/api")
 health = Blueprint("health", __name__)
-
-
-@public.get("/")
-def dashboard():
-    """The hub dashboard: events stored, dead letters and every kiosk's state (refreshes itself)."""
-    return render_template("dashboard.html", stats=hub_web().store.stats())
-
-
-@api.get("/stats")
-def stats():
-    """Ingest statistics as JSON."""
-    return jsonify(hub_web().store.stats())
 
 
 @health.get("/healthz")
@@ -119,10 +133,47 @@ def healthz():
     return jsonify(body), 200 if database == broker == "ok" else 503
 
 
+healthz.auth_kind = "public"  # type: ignore[attr-defined]
+
+
 def _security_headers(response):
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    if response.mimetype == "text/html":
+        # Pages can carry personal data: never cache them on shared machines.
+        response.headers.setdefault("Cache-Control", "no-store")
     return response
+
+
+def hub_secret(engine: Engine, name: str, nbytes: int = 32) -> bytes:
+    """A secret the hub keeps in its database, made on first use; every process gets the same one."""
+    with engine.begin() as conn:
+        value = conn.execute(select(hub_secrets.c.value).where(hub_secrets.c.name == name)).scalar()
+        if value is not None:
+            return bytes(value)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(hub_secrets).values(
+                    name=name, value=secrets.token_bytes(nbytes), created_at=datetime.now(UTC)
+                )
+            )
+    except IntegrityError:
+        pass  # another process made it first
+    with engine.connect() as conn:
+        return bytes(conn.execute(select(hub_secrets.c.value).where(hub_secrets.c.name == name)).scalar_one())
+
+
+def _error_page(code: int, title, message):
+    """An error handler: JSON under /api (English), else the page in the visitor's language."""
+
+    def handler(exc):
+        if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+            with force_locale("en"):
+                return jsonify(error=str(title), message=str(message)), code
+        return render_template("error.html", code=code, title=title, message=message), code
+
+    return handler
 
 
 def create_app(config: HubConfig | None = None, *, engine: Engine | None = None) -> Flask:
@@ -131,6 +182,8 @@ def create_app(config: HubConfig | None = None, *, engine: Engine | None = None)
     ``config`` defaults to :func:`hub.config.load` (environment only). Without ``engine`` one is made
     from ``config.database.url`` and migrated; a given engine is used as it is.
     """
+    from hub.web import admin, api, auth, public
+
     if config is None:
         config = load()
     if engine is None:
@@ -138,13 +191,77 @@ def create_app(config: HubConfig | None = None, *, engine: Engine | None = None)
         migrate(engine)
     app = Flask(__name__)
     secret = config.web.secret_key
-    app.config["SECRET_KEY"] = secret.get_secret_value() if secret is not None else secrets.token_hex(32)
+    app.config.update(
+        SECRET_KEY=secret.get_secret_value() if secret is not None else hub_secret(engine, "session_key"),
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=config.web.session_minutes),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.web.cookie_secure,
+        SESSION_COOKIE_NAME="antoan_session",
+        REMEMBER_COOKIE_DURATION=timedelta(0),
+        WTF_CSRF_TIME_LIMIT=config.web.session_minutes * 60,
+        MAX_CONTENT_LENGTH=256 * 1024,
+        BABEL_DEFAULT_LOCALE=DEFAULT_LOCALE,
+        BABEL_DEFAULT_TIMEZONE="Asia/Ho_Chi_Minh",
+        BABEL_TRANSLATION_DIRECTORIES=";".join([str(TRANSLATIONS_DIR)] * len(TRANSLATION_DOMAINS)),
+        BABEL_DOMAIN=";".join(TRANSLATION_DOMAINS),
+        RATELIMIT_STORAGE_URI=config.web.rate_limit_storage,
+        RATELIMIT_HEADERS_ENABLED=True,
+    )
     app.json.ensure_ascii = False
+    if config.web.trust_proxy:
+        n = config.web.trust_proxy
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     app.extensions["antoan"] = HubWeb(
         config=config, engine=engine, store=HubStore(engine), broker=BrokerHealth(config.mqtt)
     )
-    app.register_blueprint(public)
-    app.register_blueprint(api)
+    babel.init_app(app, locale_selector=select_locale)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.session_protection = "strong"
+
+    app.register_blueprint(public.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(api.bp)
     app.register_blueprint(health)
+    csrf.exempt(api.bp)  # bearer tokens only: no cookie, so no cross-site request forgery
+    app.before_request(auth.end_stale_sessions)
     app.after_request(_security_headers)
+    app.register_error_handler(
+        400, _error_page(400, _l("Bad request"), _l("The request could not be understood."))
+    )
+    app.register_error_handler(
+        403, _error_page(403, _l("Forbidden"), _l("Your role may not open this page."))
+    )
+    app.register_error_handler(404, _error_page(404, _l("Not found"), _l("There is no such page.")))
+    app.register_error_handler(
+        405, _error_page(405, _l("Method not allowed"), _l("This address does not accept that request."))
+    )
+    app.register_error_handler(
+        413, _error_page(413, _l("Too large"), _l("What you sent is larger than the hub accepts."))
+    )
+    app.register_error_handler(
+        429,
+        _error_page(
+            429, _l("Too many requests"), _l("Too many attempts from your address; try again later.")
+        ),
+    )
+    app.register_error_handler(
+        500,
+        _error_page(500, _l("Server error"), _l("Something went wrong on the hub; it has been logged.")),
+    )
+    app.jinja_env.globals["nav_url"] = _nav_url
+    app.jinja_env.globals["get_locale"] = get_locale
     return app
+
+
+def _nav_url(endpoint: str, **values) -> str | None:
+    """``url_for`` for navigation links, or None when that part of the app is not installed."""
+    from flask import current_app, url_for
+
+    if endpoint not in current_app.view_functions:
+        return None
+    return url_for(endpoint, **values)

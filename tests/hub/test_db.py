@@ -76,7 +76,7 @@ def test_migrate_is_idempotent(db_url):
         assert current_revision(engine) is None
         migrate(engine)
         migrate(engine)
-        assert current_revision(engine) == head_revision() == "0001"
+        assert current_revision(engine) == head_revision() == "0003"
         assert {"events", "dead_letters", "kiosks"} <= set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
@@ -139,7 +139,7 @@ def test_migrate_runs_concurrently_from_two_processes(db_url, tmp_path):
     outputs = [proc.communicate(timeout=120) for proc in procs]
     for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
-        assert "revision 0001" in out
+        assert "revision 0003" in out
 
 
 def test_sqlite_connections_use_wal_full_sync_and_foreign_keys(tmp_path):

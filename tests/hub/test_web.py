@@ -1,8 +1,7 @@
-"""Tests of the hub web app: dashboard, stats API, health check and security headers."""
+"""Tests of the hub web app: dashboard (staff login), stats API (token), health check, security headers."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import socket
 import subprocess
@@ -12,11 +11,13 @@ from datetime import UTC, datetime
 import pytest
 from flask import Flask
 
+from hub.accounts import Role
 from hub.config import HubConfig
 from hub.db import make_engine
 from hub.db.store import DeadLetter, EventRow, KioskStateRow
 from hub.web import create_app
 from hub.web.app import BrokerHealth
+from tests.hub.staff_helpers import bearer, login, make_token, make_user
 
 
 def _free_port() -> int:
@@ -35,8 +36,7 @@ def _config(db_url: str, mqtt_port: int, **web) -> HubConfig:
 def _broker_answers(app: Flask) -> None:
     """Swap the app's broker probe for one that always succeeds."""
     web = app.extensions["antoan"]
-    broker = BrokerHealth(web.config.mqtt, probe=lambda settings, timeout_s: None)
-    app.extensions["antoan"] = dataclasses.replace(web, broker=broker)
+    web.broker = BrokerHealth(web.config.mqtt, probe=lambda settings, timeout_s: None)
 
 
 @pytest.fixture
@@ -49,6 +49,21 @@ def app(db_url):
 @pytest.fixture
 def client(app: Flask):
     return app.test_client()
+
+
+@pytest.fixture
+def staff(app: Flask):
+    """A client logged in as a venue manager (the dashboard is open to every staff role)."""
+    make_user(app, "quanly", Role.VENUE_MANAGER)
+    staff = app.test_client()
+    assert login(staff, "quanly").status_code == 302
+    return staff
+
+
+@pytest.fixture
+def token(app: Flask) -> dict[str, str]:
+    """Authorization header of an API token (/api/stats is open to every role's token)."""
+    return bearer(make_token(app, Role.DISTRICT_IT)[1])
 
 
 def _fill(app: Flask) -> None:
@@ -67,40 +82,53 @@ def _fill(app: Flask) -> None:
     )
 
 
-def test_create_app_migrates_a_fresh_database(client):
-    response = client.get("/api/stats")
+def test_create_app_migrates_a_fresh_database(client, token):
+    response = client.get("/api/stats", headers=token)
     assert response.status_code == 200
     assert response.get_json() == {"events_stored": 0, "dead_letters": 0, "kiosks": []}
 
 
-def test_api_stats_counts_what_was_committed(app, client):
+def test_api_stats_needs_a_bearer_token(client):
+    response = client.get("/api/stats")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_api_stats_counts_what_was_committed(app, client, token):
     _fill(app)
-    stats = client.get("/api/stats").get_json()
+    stats = client.get("/api/stats", headers=token).get_json()
     assert stats["events_stored"] == 5
     assert stats["dead_letters"] == 1
     assert [k["kiosk_id"] for k in stats["kiosks"]] == ["kiosk-a", "kiosk-b"]
     assert stats["kiosks"][0]["outbox_depth"] == 4
 
 
-def test_dashboard_is_vietnamese_first_and_refreshes_itself(app, client):
+def test_dashboard_needs_a_staff_login(client):
+    response = client.get("/admin/")
+    assert response.status_code == 302
+    assert response.location.startswith("/login?next=/admin/")
+
+
+def test_dashboard_is_vietnamese_first_and_refreshes_itself(app, staff):
     _fill(app)
-    response = client.get("/")
+    response = staff.get("/admin/")
     assert response.status_code == 200
     assert response.mimetype == "text/html"
     assert response.mimetype_params.get("charset", "").lower() == "utf-8"
     html = response.get_data(as_text=True)
     assert '<html lang="vi">' in html
-    assert '<meta http-equiv="refresh" content="5">' in html
-    assert "Sự kiện đã lưu" in html and "Events stored" in html
-    assert html.index("Sự kiện đã lưu") < html.index("Events stored")
+    assert '<meta http-equiv="refresh" content="15">' in html
+    assert "Sự kiện đã lưu" in html
+    english = staff.get("/admin/?lang=en").get_data(as_text=True)
+    assert "Events stored" in english and "Sự kiện đã lưu" not in english
     assert "Thư lỗi" in html
     assert "kiosk-a" in html and "kiosk-b" in html
     assert "Trực tuyến" in html and "Ngoại tuyến" in html
     assert 'id="events-stored">5<' in html
 
 
-def test_dashboard_without_kiosks_says_so(client):
-    html = client.get("/").get_data(as_text=True)
+def test_dashboard_without_kiosks_says_so(staff):
+    html = staff.get("/admin/").get_data(as_text=True)
     assert "Chưa có ki-ốt nào" in html
 
 
@@ -129,7 +157,8 @@ def test_healthz_is_200_when_database_and_broker_answer(app, client):
 
 def test_healthz_reports_an_unreachable_database():
     engine = make_engine(f"postgresql+psycopg://nobody@127.0.0.1:{_free_port()}/none")
-    app = create_app(_config("sqlite://", _free_port()), engine=engine)
+    # With a configured secret key the app starts without its database (no session key to read from it).
+    app = create_app(_config("sqlite://", _free_port(), secret_key="s3cret"), engine=engine)
     _broker_answers(app)
     try:
         response = app.test_client().get("/healthz")
@@ -166,7 +195,9 @@ def test_broker_probe_exception_becomes_a_reason():
     assert health.check() == "probe failed: ValueError: bad certificate path"
 
 
-@pytest.mark.parametrize("url", ["/", "/api/stats", "/healthz", "/static/hub.css", "/no-such-page"])
+@pytest.mark.parametrize(
+    "url", ["/", "/admin/", "/login", "/api/stats", "/healthz", "/static/hub.css", "/no-such-page"]
+)
 def test_security_headers_on_every_response(client, url):
     response = client.get(url)
     assert response.headers["X-Content-Type-Options"] == "nosniff"
@@ -176,16 +207,21 @@ def test_security_headers_on_every_response(client, url):
     response.close()
 
 
-def test_secret_key_comes_from_config_or_is_random(db_url):
+def test_secret_key_comes_from_config_or_is_random_and_shared_through_the_database(db_url, tmp_path):
     configured = create_app(_config(db_url, _free_port(), secret_key="s3cret-from-env"))
-    random_1 = create_app(_config(db_url, _free_port()), engine=configured.extensions["antoan"].engine)
-    random_2 = create_app(_config(db_url, _free_port()), engine=configured.extensions["antoan"].engine)
+    engine = configured.extensions["antoan"].engine
+    # Unset: made at random once and kept in the database, so every worker and restart signs alike.
+    random_1 = create_app(_config(db_url, _free_port()), engine=engine)
+    random_2 = create_app(_config(db_url, _free_port()), engine=engine)
+    other = create_app(_config(f"sqlite:///{tmp_path / 'other' / 'hub.db'}", _free_port()))
     try:
         assert configured.secret_key == "s3cret-from-env"
-        assert random_1.secret_key and random_2.secret_key
-        assert random_1.secret_key != random_2.secret_key
+        assert isinstance(random_1.secret_key, bytes) and len(random_1.secret_key) >= 32
+        assert random_1.secret_key == random_2.secret_key
+        assert other.secret_key != random_1.secret_key
     finally:
-        configured.extensions["antoan"].engine.dispose()
+        engine.dispose()
+        other.extensions["antoan"].engine.dispose()
 
 
 @pytest.fixture
