@@ -19,12 +19,9 @@ import urllib.request
 from pathlib import Path
 
 import click
-import paho.mqtt.publish as publish
-from paho.mqtt.client import MQTTv5
 
-from protocol import topics
 from provisioning.broker import MosquittoProcess, free_port, port_open
-from provisioning.samples import make_demo_material
+from provisioning.samples import DemoMaterial, make_demo_material
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +109,102 @@ class _LogTail:
         return [line.split(self._marker, 1)[1] for line in lines if self._marker in line]
 
 
+def _hub_samples(hub_conf: Path, folder: Path) -> DemoMaterial:
+    """Migrate the hub database, then issue the sample passes with the hub's own signing key."""
+    from hub.config import load
+    from hub.db import make_engine
+    from hub.keys import KeyRingError
+    from protocol.settings import ConfigError
+
+    migrated = subprocess.run(
+        [sys.executable, "-m", "hub", "--config", str(hub_conf), "migrate"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if migrated.returncode != 0:
+        raise click.ClickException(f"hub migrations failed:\n{migrated.stderr.strip()}")
+    try:
+        config = load(hub_conf)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    engine = make_engine(config.database.url)
+    try:
+        return make_demo_material(folder, engine=engine, settings=config.passes)
+    except KeyRingError as exc:
+        raise click.ClickException(f"cannot sign the sample passes: {exc}") from None
+    finally:
+        engine.dispose()
+
+
+DEMO_ADMIN = "admin"
+
+
+def _demo_credentials(hub_conf: Path, root: Path) -> tuple[str, Path]:
+    """The demo's admin account and an API token, made on the first run and kept under ``root``.
+
+    The password is random per demo folder (``admin-password.txt``, mode 0600), never a fixed one.
+    Returns the password and the token file.
+    """
+    import secrets
+
+    from hub import accounts
+    from hub.config import load
+    from hub.db import make_engine
+
+    password_file, token_file = root / "admin-password.txt", root / "api-token.txt"
+    engine = make_engine(load(hub_conf).database.url)
+    try:
+        with engine.begin() as conn:
+            user = accounts.get_user_by_name(conn, DEMO_ADMIN)
+            if user is None or not password_file.exists():
+                password = secrets.token_urlsafe(12)
+                if user is None:
+                    user = accounts.create_user(
+                        conn,
+                        username=DEMO_ADMIN,
+                        display_name="Quản trị demo",
+                        role="admin",
+                        password=password,
+                    )
+                else:
+                    accounts.set_password(conn, user.id, password)
+                password_file.write_text(password + "\n")
+                password_file.chmod(0o600)
+            if not token_file.exists():
+                _id, token = accounts.create_api_token(conn, name="demo", role="admin", created_by=user.id)
+                token_file.write_text(token + "\n")
+                token_file.chmod(0o600)
+    finally:
+        engine.dispose()
+    return password_file.read_text().strip(), token_file
+
+
+def _pass_note(material: DemoMaterial, label: str) -> str:
+    from hub.passes import display_pass_id
+
+    pass_id = material.pass_ids.get(label)
+    return f"  (pass {display_pass_id(pass_id)})" if pass_id else ""
+
+
+def _hub_stats(hub_conf: Path) -> dict:
+    """Ingest statistics read from the hub database (the JSON API wants a token the demo does not hold)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from hub.config import load
+    from hub.db import make_engine
+    from hub.db.store import HubStore
+
+    engine = make_engine(load(hub_conf).database.url)
+    try:
+        return HubStore(engine).stats()
+    except SQLAlchemyError as exc:
+        log.warning("cannot read the hub statistics: %s", exc)
+        return {}
+    finally:
+        engine.dispose()
+
+
 def _get_json(url: str) -> dict | None:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
@@ -177,8 +270,10 @@ def main(
             }
         )
     )
-    click.echo(f"==> sample codes (camera replay frames) in {root / 'samples'}")
-    material = make_demo_material(root / "samples")
+    click.echo("==> hub database migrations")
+    click.echo(f"==> sample passes issued by the hub; camera replay frames in {root / 'samples'}")
+    material = _hub_samples(hub_conf, root / "samples")
+    admin_password, token_file = _demo_credentials(hub_conf, root)
     kiosk_conf = root / "kiosk.toml"
     kiosk_conf.write_text(
         _toml(
@@ -208,32 +303,13 @@ def main(
         broker = MosquittoProcess(root / "broker", port=mqtt_port)
         broker.write_config()
         stack.broker = broker.start()
-        # The demo hub's trust and status lists, retained so the kiosk gets them whenever it connects.
-        publish.multiple(
-            [
-                {"topic": topics.BROADCAST_TRUST, "payload": material.trust_json, "qos": 1, "retain": True},
-                {"topic": topics.BROADCAST_STATUS, "payload": material.status_json, "qos": 1, "retain": True},
-            ],
-            hostname="127.0.0.1",
-            port=mqtt_port,
-            client_id="antoan-demo-lists",
-            protocol=MQTTv5,
-        )
-        click.echo("==> hub database migrations")
-        migrated = subprocess.run(
-            [sys.executable, "-m", "hub", "--config", str(hub_conf), "migrate"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        if migrated.returncode != 0:
-            raise click.ClickException(f"hub migrations failed:\n{migrated.stderr.strip()}")
-        click.echo("==> hub bridge and hub web")
+        # The bridge publishes the hub's trust and status lists, retained: the kiosk gets them over MQTT.
+        click.echo("==> hub bridge (also publishes the trust and status lists) and hub web")
         stack.spawn("bridge", "-m", "hub", "--config", str(hub_conf), "bridge")
         stack.spawn("web", "-m", "hub", "--config", str(hub_conf), "web")
         base = f"http://127.0.0.1:{web_port}"
         deadline = time.monotonic() + 30
-        while _get_json(f"{base}/api/stats") is None:
+        while _get_json(f"{base}/healthz") is None:
             stack.check()
             if time.monotonic() > deadline:
                 raise click.ClickException(f"the hub web did not answer within 30 s; see {root / 'web.log'}")
@@ -245,11 +321,20 @@ def main(
         click.echo(
             "\nAnToan Check-in is running locally:\n"
             f"  Hub (trang chủ / home):          {base}/\n"
-            f"  Stats (JSON):                    {base}/api/stats\n"
+            f"  Declare, get a pass (khai báo):  {base}/khai-bao   (entrants: {base}/nhap-canh)\n"
+            f"  Find a pass again (tìm thẻ):     {base}/tim-the\n"
+            f"  Staff login (đăng nhập cán bộ):  {base}/login\n"
+            f"                                   user {DEMO_ADMIN}, password {admin_password}\n"
+            f'  Stats (JSON):                    curl -H "Authorization: Bearer $(cat {token_file})" '
+            f"{base}/api/stats\n"
+            f"  API description (OpenAPI):       {base}/api/openapi.json\n"
             f"  Health:                          {base}/healthz\n"
             f"  Broker (MQTT):                   127.0.0.1:{mqtt_port}\n"
             f"  Kiosk kiosk-demo-001 scans a replayed camera feed of {len(material.expected)} sample codes:\n"
-            + "".join(f"      {label:<24} → {colour}\n" for label, colour in material.expected)
+            + "".join(
+                f"      {label:<24} → {colour:<6}{_pass_note(material, label)}\n"
+                for label, colour in material.expected
+            )
             + f"  Logs and data:                   {root}\n"
             "  Stop: Ctrl-C (nhấn Ctrl-C để dừng)\n"
         )
@@ -264,7 +349,7 @@ def main(
             for line in scans.new_lines():
                 click.echo(f"   kiosk: {line}")
             if now >= next_report:
-                stats = _get_json(f"{base}/api/stats") or {}
+                stats = _hub_stats(hub_conf)
                 kiosks = {k["kiosk_id"]: k for k in stats.get("kiosks", [])}
                 k = kiosks.get("kiosk-demo-001", {})
                 click.echo(

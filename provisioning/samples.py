@@ -1,29 +1,30 @@
-"""Demo material for the local stack: hub keys, trust and status lists, and camera frames of sample codes.
+"""Demo material for the local stack: passes issued by the hub, its lists, and camera frames of sample codes.
 
 The frames are what a kiosk camera would see: valid passes (green), a pass the status list flags
 (yellow), a case's pass (red), an expired and a forged pass (red), chip ID cards with Vietnamese
-names, and a code that is not ours. Everything is generated here; no real person's data.
+names, and a code that is not ours. The passes are issued by the hub's own code (``hub.passes``,
+signed with the hub database's :class:`hub.keys.KeyRing`), so the lists the bridge publishes verify
+them. Everything is generated here; no real person's data.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import Connection, Engine, insert
 
-from protocol.healthpass import (
-    Colour,
-    PassClaims,
-    PassKind,
-    SigningKey,
-    StatusList,
-    TrustList,
-    encode_pass,
-)
+from hub.config import PassSettings
+from hub.db import make_engine, migrate
+from hub.db.schema import declarations
+from hub.keys import CLOCK_MARGIN, KeyRing
+from hub.passes import issue_pass, new_pass_id, set_status, status_list
+from protocol.healthpass import Colour, PassClaims, PassKind, SigningKey, encode_pass
 
 FRAME_SIZE = (1280, 720)
 
@@ -31,10 +32,11 @@ FRAME_SIZE = (1280, 720)
 @dataclass(frozen=True, slots=True)
 class DemoMaterial:
     frames: Path
-    trust_json: bytes
+    trust_json: bytes  # the hub's lists when the material was made (for kiosks started offline)
     status_json: bytes
     hub_public_key_b64: str
     expected: list[tuple[str, str]]  # (label, expected colour) in frame order
+    pass_ids: dict[str, str]  # label -> pass id of the samples the hub issued
 
 
 def _render(text: str, *, utf8: bool, rng: np.random.Generator, scale: int = 6) -> np.ndarray:
@@ -64,8 +66,111 @@ def _cccd(number: str, old_id: str, name: str, birth: str, gender: str, address:
     return "|".join([number, old_id, name, birth, gender, address, issued])
 
 
-def make_demo_material(folder: Path, *, now: datetime | None = None, seed: int = 1324) -> DemoMaterial:
-    """Write keys, lists and frames under ``folder`` (created) and describe them."""
+@dataclass(frozen=True, slots=True)
+class _Person:
+    label: str
+    full_name: str
+    birth_year: int
+    gender: str
+    colour: Colour  # signed into the pass
+
+
+# Made-up people (no real person's data); labels show the initials the pass carries.
+_PEOPLE = {
+    "green1": _Person("valid pass NTA", "Nguyễn Thị Ánh", 1990, "female", Colour.GREEN),
+    "green2": _Person("valid pass TVD", "Trần Văn Đức", 1985, "male", Colour.GREEN),
+    "flagged": _Person("flagged pass LHY", "Lê Hoàng Yến", 2001, "female", Colour.GREEN),
+    "case": _Person("case's pass PMK", "Phạm Minh Khôi", 1978, "male", Colour.RED),
+    "expired": _Person("expired pass VTH", "Võ Thị Hằng", 1969, "female", Colour.GREEN),
+}
+
+
+def _demo_declaration(conn: Connection, person: _Person, now: datetime) -> int:
+    """A minimal NCOVI declaration row for a sample person, so the sample pass belongs to one."""
+    result = conn.execute(
+        insert(declarations).values(
+            kind=PassKind.NCOVI.value,
+            submission_id=str(uuid.uuid4()),
+            declared_by=None,
+            relationship=None,
+            id_number=f"DEMO{uuid.uuid4().hex[:8].upper()}",
+            full_name=person.full_name,
+            birth_date=None,
+            birth_year=person.birth_year,
+            gender=person.gender,
+            phone=None,
+            nationality="VN",
+            province=None,
+            district=None,
+            commune=None,
+            address=None,
+            answers={"demo_sample": True},
+            colour=person.colour.value,
+            colour_reasons=["demo sample"] if person.colour != Colour.GREEN else [],
+            created_at=now,
+            superseded_at=None,
+            superseded_by=None,
+        )
+    )
+    return int(result.inserted_primary_key[0])
+
+
+def issue_demo_passes(
+    engine: Engine, settings: PassSettings, *, now: datetime
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Issue the sample passes with the hub's own key ring and flag one through the status list.
+
+    Returns (key -> QR text, label -> pass id). The expired sample is dated back one validity period;
+    on a fresh database the hub's first key is made as of that date, so the kiosks verify it and
+    then find it expired (after a key rotation it is dated from the new key and already expired).
+    """
+    keyring = KeyRing(engine, settings)
+    validity = timedelta(days=settings.validity_days)
+    back_then = now - validity - timedelta(days=1)
+    keys = keyring.list_keys()
+    if not keys:
+        keyring.signing_key(back_then)  # the demo hub "has been running" since then
+        keys = keyring.list_keys()
+    active_since = next(k.created_at for k in keys if k.active) - CLOCK_MARGIN
+    texts: dict[str, str] = {}
+    pass_ids: dict[str, str] = {}
+    with engine.begin() as conn:
+        for key, person in _PEOPLE.items():
+            issued_at, valid_for = now, validity
+            if key == "expired":
+                issued_at = max(back_then, active_since.replace(microsecond=0) + timedelta(seconds=1))
+                valid_for = max(timedelta(0), min(validity, now - issued_at - timedelta(hours=1)))
+            issued = issue_pass(
+                conn,
+                declaration_id=_demo_declaration(conn, person, issued_at),
+                kind=PassKind.NCOVI,
+                full_name=person.full_name,
+                birth_year=person.birth_year,
+                colour=person.colour,
+                keyring=keyring,
+                settings=settings,
+                now=issued_at,
+                validity=valid_for,
+            )
+            texts[key] = issued.qr_text
+            pass_ids[person.label] = issued.pass_id
+        set_status(conn, pass_ids[_PEOPLE["flagged"].label], Colour.YELLOW, "demo: F1 contact", now)
+    return texts, pass_ids
+
+
+def make_demo_material(
+    folder: Path,
+    *,
+    now: datetime | None = None,
+    seed: int = 1324,
+    engine: Engine | None = None,
+    settings: PassSettings | None = None,
+) -> DemoMaterial:
+    """Issue the sample passes in the hub database, then write frames and keys under ``folder`` (created).
+
+    ``engine`` is the hub database (migrated); without one, a hub database of its own is made at
+    ``folder/hub.db`` (kiosk tests and benchmarks that run without a hub).
+    """
     import cv2
     from nacl.public import PrivateKey
 
@@ -74,70 +179,47 @@ def make_demo_material(folder: Path, *, now: datetime | None = None, seed: int =
     frames = folder / "frames"
     frames.mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)
+    settings = settings or PassSettings()
 
-    hub_key = SigningKey.generate("ES256")
-    (folder / "hub-signing-key.pem").write_bytes(hub_key.to_pem())
+    own_engine = engine is None
+    if engine is None:
+        engine = make_engine(f"sqlite:///{folder / 'hub.db'}")
+        migrate(engine)
+    try:
+        texts, pass_ids = issue_demo_passes(engine, settings, now=now)
+        trust_json = KeyRing(engine, settings).trust_list(now).to_json()
+        with engine.connect() as conn:
+            status_json = status_list(conn, now).to_json()
+    finally:
+        if own_engine:
+            engine.dispose()
+
     sealing = PrivateKey.generate()
     (folder / "hub-sealing-key").write_text(base64.b64encode(bytes(sealing)).decode())
     hub_public_b64 = base64.b64encode(bytes(sealing.public_key)).decode()
-    trust = TrustList(
-        keys={hub_key.kid: hub_key.trusted(now - timedelta(days=365), now + timedelta(days=365))},
-        version=1,
-        issued_at=now,
-    )
+
+    # Signed by a key the hub never trusted: kiosks refuse it (unknown key).
     forger = SigningKey.generate("ES256")
-
-    def claims(
-        pass_id: str, colour: Colour, initials: str, year: int, *, age_days: int = 0, valid_days: int = 30
-    ):
-        issued = now - timedelta(days=age_days)
-        return PassClaims(
-            pass_id=pass_id,
-            colour=colour,
+    forged = encode_pass(
+        PassClaims(
+            pass_id=new_pass_id(),
+            colour=Colour.GREEN,
             kind=PassKind.NCOVI,
-            initials=initials,
-            birth_year=year,
-            issuer="AnToan demo hub",
-            issued_at=issued,
-            expires_at=issued + timedelta(days=valid_days),
-        )
-
-    flagged_id = "P-DEMO-0003"
-    status = StatusList(version=1, issued_at=now, colours={flagged_id: Colour.YELLOW})
+            initials="GIA",
+            birth_year=1999,
+            issuer=settings.issuer,
+            issued_at=now,
+            expires_at=now + timedelta(days=settings.validity_days),
+        ),
+        forger,
+    )
     codes: list[tuple[str, str, str, bool]] = [
-        (
-            "valid pass NTA",
-            "green",
-            encode_pass(claims("P-DEMO-0001", Colour.GREEN, "NTA", 1990), hub_key),
-            False,
-        ),
-        (
-            "valid pass TVD",
-            "green",
-            encode_pass(claims("P-DEMO-0002", Colour.GREEN, "TVD", 1985), hub_key),
-            False,
-        ),
-        (
-            "flagged pass LHY",
-            "yellow",
-            encode_pass(claims(flagged_id, Colour.GREEN, "LHY", 2001), hub_key),
-            False,
-        ),
-        (
-            "case's pass PMK",
-            "red",
-            encode_pass(claims("P-DEMO-0004", Colour.RED, "PMK", 1978), hub_key),
-            False,
-        ),
-        (
-            "expired pass VTH",
-            "red",
-            encode_pass(
-                claims("P-DEMO-0005", Colour.GREEN, "VTH", 1969, age_days=40, valid_days=30), hub_key
-            ),
-            False,
-        ),
-        ("forged pass", "red", encode_pass(claims("P-DEMO-0006", Colour.GREEN, "GIA", 1999), forger), False),
+        (_PEOPLE["green1"].label, "green", texts["green1"], False),
+        (_PEOPLE["green2"].label, "green", texts["green2"], False),
+        (_PEOPLE["flagged"].label, "yellow", texts["flagged"], False),
+        (_PEOPLE["case"].label, "red", texts["case"], False),
+        (_PEOPLE["expired"].label, "red", texts["expired"], False),
+        ("forged pass", "red", forged, False),
         (
             "CCCD Nguyễn Thị Ánh",
             "green",
@@ -183,10 +265,11 @@ def make_demo_material(folder: Path, *, now: datetime | None = None, seed: int =
     (folder / "expected.json").write_text(json.dumps(expected, ensure_ascii=False, indent=1))
     return DemoMaterial(
         frames=frames,
-        trust_json=trust.to_json(),
-        status_json=status.to_json(),
+        trust_json=trust_json,
+        status_json=status_json,
         hub_public_key_b64=hub_public_b64,
         expected=expected,
+        pass_ids=pass_ids,
     )
 
 

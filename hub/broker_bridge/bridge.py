@@ -13,6 +13,8 @@ import logging
 import queue
 import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -20,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from hub.config import BridgeSettings, HubConfig
 from hub.db.store import DeadLetter, EventRow, HubStore, KioskStateRow
+from hub.devices import revoked_kiosk_ids
 from protocol import topics
 from protocol.messages import Ack, MessageError, encode, parse_batch, parse_state, seq_ranges
 from protocol.settings import MqttSettings, connect_persistent, mqtt_client
@@ -51,11 +54,51 @@ class BridgeStats:
     db_retries: int = 0
 
 
+#: How often the bridge re-reads which kiosks are revoked.
+REVOKED_REFRESH_S = 3.0
+REVOKED_REASON = "revoked kiosk"
+
+
+class RevokedKiosks:
+    """The ids of revoked kiosks, re-read from ``devices.revoked_at`` at most every ``refresh_s``.
+
+    Meant for the ingest thread (a test may poll it). A failed read keeps the last known set (the outage
+    shows up in the commit that follows anyway)."""
+
+    def __init__(
+        self, engine, *, refresh_s: float = REVOKED_REFRESH_S, clock: Callable[[], float] = time.monotonic
+    ):
+        self._engine = engine
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._ids: frozenset[str] = frozenset()
+        self._read_at: float | None = None
+
+    def current(self) -> frozenset[str]:
+        now = self._clock()
+        if self._read_at is None or now - self._read_at >= self._refresh_s:
+            try:
+                with self._engine.connect() as conn:
+                    self._ids = frozenset(revoked_kiosk_ids(conn))
+                self._read_at = now
+            except SQLAlchemyError as exc:
+                log.warning("cannot read revoked kiosks (%s); using the last known list", type(exc).__name__)
+        return self._ids
+
+
 class Bridge:
     """Subscribes to kiosk events and state and writes them to the hub database."""
 
-    def __init__(self, *, store: HubStore, mqtt_settings: MqttSettings, settings: BridgeSettings):
+    def __init__(
+        self,
+        *,
+        store: HubStore,
+        mqtt_settings: MqttSettings,
+        settings: BridgeSettings,
+        revoked_refresh_s: float = REVOKED_REFRESH_S,
+    ):
         self._store = store
+        self.revoked_kiosks = RevokedKiosks(store.engine, refresh_s=revoked_refresh_s)
         self._mqtt_settings = mqtt_settings
         self._settings = settings
         self._queue: queue.SimpleQueue[mqtt.MQTTMessage | None] = queue.SimpleQueue()
@@ -148,7 +191,8 @@ class Bridge:
                     log.exception("ingest failed for %d message(s); they stay unacknowledged", len(group))
 
     def _ingest(self, group: list[mqtt.MQTTMessage]) -> None:
-        parsed = [self._parse(m) for m in group]
+        revoked = self.revoked_kiosks.current()
+        parsed = [self._parse(m, revoked) for m in group]
         if not self._commit_with_retry(parsed):
             return  # stopping: leave the group unacked
         for part in parsed:
@@ -160,7 +204,7 @@ class Bridge:
         self.stats.messages += len(group)
         self.stats.commits += 1
 
-    def _parse(self, message: mqtt.MQTTMessage) -> _Parsed:
+    def _parse(self, message: mqtt.MQTTMessage, revoked: frozenset[str] = frozenset()) -> _Parsed:
         payload = bytes(message.payload)
         out = _Parsed(topic=message.topic, payload=payload)
 
@@ -201,6 +245,9 @@ class Bridge:
             return out
         if where.channel != "events":
             return dead(f"the hub does not accept messages on the {where.channel} channel", where.kiosk_id)
+        if where.kiosk_id in revoked:
+            # Dead-lettered and acked: a revoked kiosk gets no app ack, and the broker no redelivery.
+            return dead(REVOKED_REASON, where.kiosk_id)
         try:
             batch = parse_batch(payload, max_bytes=self._settings.max_payload_bytes)
         except MessageError as exc:
@@ -277,22 +324,59 @@ class Bridge:
                 self._commit([parsed[i]])
 
 
+#: Seconds after the bridge starts before its first retention purge.
+PURGE_FIRST_DELAY_S = 30.0
+
+
+def _purge_on_schedule(engine, config: HubConfig, stop: threading.Event) -> None:
+    """Data retention: purge expired declarations, passes and audit entries every ``purge_interval_s``."""
+    from hub.retention import scheduled_purge
+
+    interval = config.retention.purge_interval_s
+    if interval == 0:
+        log.info("retention purge schedule is off (retention.purge_interval_s = 0)")
+        return
+    # First run shortly after start (ingest catches up first), then every interval.
+    wait_s = min(PURGE_FIRST_DELAY_S, interval)
+    while not stop.wait(wait_s):
+        report = scheduled_purge(engine, config.retention)
+        if report is not None:
+            log.info("retention purge: %s", report.as_dict())
+        wait_s = interval
+
+
 def run_bridge(config: HubConfig) -> None:
     """Run one bridge worker until SIGTERM or Ctrl-C (``antoan-hub bridge``)."""
+    from hub.broker_bridge.downlink import ListPublisher
     from hub.db import make_engine, migrate
+    from hub.keys import KeyRing
 
     engine = make_engine(config.database.url)
     migrate(engine)
     bridge = Bridge(store=HubStore(engine), mqtt_settings=config.mqtt, settings=config.bridge)
+    # Trust and status lists to the kiosks, retained; its own client, so ingest acks never wait on it.
+    downlink = ListPublisher(
+        engine=engine,
+        keyring=KeyRing(engine, config.passes),
+        mqtt_settings=config.mqtt,
+        client_id=f"{config.bridge.client_id}-lists",
+        poll_interval_s=config.bridge.list_poll_s,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     log.info("bridge starting: broker %s:%d", config.mqtt.host, config.mqtt.port)
+    purger = threading.Thread(
+        target=_purge_on_schedule, args=(engine, config, stop), name="retention-purge", daemon=True
+    )
     try:
+        downlink.start()
         bridge.start()
+        purger.start()
         stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
         bridge.stop()
+        downlink.stop()
         engine.dispose()
         log.info("bridge stopped")
