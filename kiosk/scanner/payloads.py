@@ -42,6 +42,8 @@ from nacl.bindings import crypto_box_SEALBYTES
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
+from protocol import cccd
+
 #: Prefix of the hub's signed health pass (the codec lives in protocol/healthpass.py).
 HEALTH_PASS_PREFIX: Final = "AT1:"
 #: Largest QR payload looked at; a health pass or a CCCD QR is far smaller.
@@ -53,74 +55,8 @@ MAX_SEALED_CHARS: Final = 8192
 
 Gender = Literal["Nam", "Nữ"]
 
-#: Province / city codes on CCCD numbers (Circular 07/2016/TT-BCA), code -> Vietnamese name.
-PROVINCES: Final[Mapping[str, str]] = MappingProxyType(
-    {
-        "001": "Hà Nội",
-        "002": "Hà Giang",
-        "004": "Cao Bằng",
-        "006": "Bắc Kạn",
-        "008": "Tuyên Quang",
-        "010": "Lào Cai",
-        "011": "Điện Biên",
-        "012": "Lai Châu",
-        "014": "Sơn La",
-        "015": "Yên Bái",
-        "017": "Hoà Bình",
-        "019": "Thái Nguyên",
-        "020": "Lạng Sơn",
-        "022": "Quảng Ninh",
-        "024": "Bắc Giang",
-        "025": "Phú Thọ",
-        "026": "Vĩnh Phúc",
-        "027": "Bắc Ninh",
-        "030": "Hải Dương",
-        "031": "Hải Phòng",
-        "033": "Hưng Yên",
-        "034": "Thái Bình",
-        "035": "Hà Nam",
-        "036": "Nam Định",
-        "037": "Ninh Bình",
-        "038": "Thanh Hoá",
-        "040": "Nghệ An",
-        "042": "Hà Tĩnh",
-        "044": "Quảng Bình",
-        "045": "Quảng Trị",
-        "046": "Thừa Thiên Huế",
-        "048": "Đà Nẵng",
-        "049": "Quảng Nam",
-        "051": "Quảng Ngãi",
-        "052": "Bình Định",
-        "054": "Phú Yên",
-        "056": "Khánh Hoà",
-        "058": "Ninh Thuận",
-        "060": "Bình Thuận",
-        "062": "Kon Tum",
-        "064": "Gia Lai",
-        "066": "Đắk Lắk",
-        "067": "Đắk Nông",
-        "068": "Lâm Đồng",
-        "070": "Bình Phước",
-        "072": "Tây Ninh",
-        "074": "Bình Dương",
-        "075": "Đồng Nai",
-        "077": "Bà Rịa – Vũng Tàu",
-        "079": "Hồ Chí Minh",
-        "080": "Long An",
-        "082": "Tiền Giang",
-        "083": "Bến Tre",
-        "084": "Trà Vinh",
-        "086": "Vĩnh Long",
-        "087": "Đồng Tháp",
-        "089": "An Giang",
-        "091": "Kiên Giang",
-        "092": "Cần Thơ",
-        "093": "Hậu Giang",
-        "094": "Sóc Trăng",
-        "095": "Bạc Liêu",
-        "096": "Cà Mau",
-    }
-)
+#: Province / city codes on CCCD numbers, code -> Vietnamese name (protocol/cccd.py).
+PROVINCES: Final[Mapping[str, str]] = cccd.PROVINCES
 
 #: Every reason code, with the one-line English message that goes with it.
 REASON_MESSAGES: Final[Mapping[str, str]] = MappingProxyType(
@@ -163,7 +99,11 @@ REASON_MESSAGES: Final[Mapping[str, str]] = MappingProxyType(
     }
 )
 
-_CCCD_NUMBER = re.compile(r"[0-9]{12}")
+_CCCD_REASONS: Final = {
+    cccd.NumberProblem.CENTURY: "cccd_century",
+    cccd.NumberProblem.GENDER: "cccd_gender_digit",
+    cccd.NumberProblem.BIRTH_YEAR: "cccd_birth_year",
+}
 _OLD_ID = re.compile(r"[0-9]{9}")
 _OLD_ID_SLOT = re.compile(r"[0-9]*")  # empty or digits only: field 2 is the CMND slot
 _DDMMYYYY = re.compile(r"[0-9]{8}")
@@ -332,9 +272,10 @@ def _build(
     today: date | None,
 ) -> CccdCard:
     """Validate the fields of a card (dates already parsed) and check the number against them."""
-    if not _CCCD_NUMBER.fullmatch(number):
+    problem = cccd.check_number(number)
+    if problem is cccd.NumberProblem.FORMAT:
         raise _fail("cccd_number")
-    if number[:3] not in PROVINCES:
+    if problem is cccd.NumberProblem.PROVINCE:
         raise _fail("cccd_province")
     if old_id == "":
         old_id = None
@@ -342,13 +283,9 @@ def _build(
         raise _fail("cccd_old_id")
     full_name = _clean_text(full_name, MAX_NAME_CHARS, "cccd_name", collapse_spaces=True)
     sex = _normalise_gender(gender)
-    digit = int(number[3])
-    if 1900 + 100 * (digit // 2) != birth_date.year // 100 * 100:
-        raise _fail("cccd_century")
-    if ("Nam" if digit % 2 == 0 else "Nữ") != sex:
-        raise _fail("cccd_gender_digit")
-    if int(number[4:6]) != birth_date.year % 100:
-        raise _fail("cccd_birth_year")
+    problem = cccd.check_number(number, birth_year=birth_date.year, female=sex == "Nữ")
+    if problem is not None:
+        raise _fail(_CCCD_REASONS[problem])
     if birth_date > (today or date.today()):
         raise _fail("cccd_birth_future")
     if issue_date is not None and issue_date < birth_date:
