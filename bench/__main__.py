@@ -1,4 +1,4 @@
-"""``python -m bench [ingest|backlog|all|scanner|scan-latency]``: benchmarks, JSON results, tables.
+"""``python -m bench [ingest|backlog|all|scanner|scan-latency|web]``: benchmarks, JSON results, tables.
 
 Progress goes to stderr, tables to stdout. PostgreSQL is used when reachable at ``--pg-url``
 (default ``$ANTOAN_BENCH_PG_URL``, else ``$ANTOAN_TEST_PG_URL``, else postgres@127.0.0.1:5432/test);
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from bench import backlog, ingest, scan_latency, scanner
+from bench import backlog, ingest, scan_latency, scanner, web
 from bench.common import DEFAULT_PG_ADMIN_URL, RESULTS_DIR, machine_info, pg_reachable, progress, utc_now_iso
 from bench.common import write_result as _write
 
@@ -29,7 +29,7 @@ def _default_pg_url() -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument(
-    "which", type=click.Choice(["ingest", "backlog", "all", "scanner", "scan-latency"]), default="all"
+    "which", type=click.Choice(["ingest", "backlog", "all", "scanner", "scan-latency", "web"]), default="all"
 )
 @click.option(
     "--quick", is_flag=True, help="Small counts and one repeat (10,000 ingest / 5,000 backlog events)."
@@ -54,6 +54,10 @@ def _default_pg_url() -> str:
     default=None,
     help="Scanner: code frames per resolution (default 1,000; --quick 100).",
 )
+@click.option(
+    "--clients", type=click.IntRange(1, 64), default=8, show_default=True, help="Web: concurrent clients."
+)
+@click.option("--declarations", type=click.IntRange(1), default=None, help="Web: declarations per run (200).")
 @click.option("--pg-url", default=_default_pg_url, help="PostgreSQL admin URL (SQLAlchemy form).")
 @click.option(
     "--results-dir",
@@ -71,12 +75,25 @@ def main(
     sweep: bool,
     db_choice: str,
     scanner_frames: int | None,
+    clients: int,
+    declarations: int | None,
     pg_url: str,
     results_dir: Path,
 ) -> None:
     """Benchmarks: hub ingest throughput (bridge vs raw reference), a kiosk's backlog drain, QR scanner."""
     if which == "scanner":
         _run_scanner(quick, scanner_frames, results_dir)
+        return
+    if which == "web":
+        web.main(
+            quick=quick,
+            repeats=repeats,
+            clients=clients,
+            declarations=declarations,
+            db_choice=db_choice,
+            pg_url=pg_url,
+            results_dir=results_dir,
+        )
         return
     if which == "scan-latency":
         scan_latency.run(scans=100 if quick else 1000, results_dir=results_dir)

@@ -81,3 +81,28 @@ def test_scan_latency_quick_run_records_every_scan(tmp_path):
     assert result["scan_to_durable_verdict"]["n"] == 18
     assert result["scan_to_refusal"]["n"] == 9
     assert result["baseline_outbox_append"]["n"] == 27
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_web_bench_tiny_run_stores_every_declaration_once():
+    from bench import web
+    from bench.common import DEFAULT_PG_ADMIN_URL
+
+    result = web.run_web(
+        db_kinds=["sqlite"],
+        clients=2,
+        declarations=4,
+        repeats=1,
+        pg_admin_url=DEFAULT_PG_ADMIN_URL,
+        pass_count=5,
+    )
+    assert result["all_runs_ok"], result
+    (config,) = [c for c in result["databases"]["sqlite"]["configs"] if c["worker_class"] == "sync"]
+    assert [r["completed"] for r in config["form_runs"] + config["api_runs"]] == [4, 4]
+    # 2 clients x 2 warm-up cycles + 4 form + 4 API declarations, each stored once.
+    assert config["stored_declarations"] == 12
+    assert config["healthz"]["completed"] == 16
+    assert {c["worker_class"] for c in result["databases"]["sqlite"]["configs"]} == {"sync", "gthread"}
+    assert set(result["passes"]) == {"ES256", "EdDSA"}
+    assert all(p["sign_per_s"] > 0 and p["verify_per_s"] > 0 for p in result["passes"].values())
