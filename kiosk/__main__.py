@@ -90,5 +90,80 @@ def status(config_path: Path | None, as_json: bool) -> None:
             click.echo(f"{key}: {value}")
 
 
+@main.command()
+@click.option(
+    "--bundle",
+    type=click.Path(path_type=Path),
+    help="Enrolment bundle: the folder holding enrol.json (e.g. /boot/antoan-enrol) or the file.",
+)
+@click.option("--qr", "qr_text", help="Or the text of a scanned enrolment QR code (ATE1:…).")
+@click.option(
+    "--identity-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("var/kiosk/identity"),
+    show_default=True,
+    help="Where the key (0600), certificate and CA are written.",
+)
+@click.pass_obj
+def enrol(config_path: Path | None, bundle: Path | None, qr_text: str | None, identity_dir: Path) -> None:
+    """Enrol this kiosk with the hub (first boot): make a key, get it signed, write the configuration."""
+    from kiosk import enrol as enrolment
+
+    if (bundle is None) == (qr_text is None):
+        raise click.UsageError("give one of --bundle DIR or --qr TEXT")
+    if config_path is None:
+        raise click.UsageError("give --config PATH: the configuration file to write")
+    try:
+        data = enrolment.read_bundle(bundle) if bundle is not None else enrolment.parse_qr(qr_text)
+        click.echo(f"contacting {data.hub_url} …")
+        done = enrolment.enrol(data, identity_dir=identity_dir, config_path=config_path)
+    except enrolment.EnrolError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"enrolled as {done.kiosk_id} at {done.venue_name} ({done.venue_id}); certificate valid until "
+        f"{done.cert_not_after}; configuration written to {done.config_path}"
+    )
+
+
+@main.command()
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="Renew when the certificate expires within this many days.",
+)
+@click.option("--force", is_flag=True, help="Renew now, however long the certificate has left.")
+@click.pass_obj
+def renew(config_path: Path | None, days: float, force: bool) -> None:
+    """Renew this kiosk's certificate over its current identity when it is close to expiry."""
+    import datetime as dt
+
+    from kiosk import enrol as enrolment
+
+    cfg = _load(config_path)
+    tls = cfg.mqtt.tls
+    if tls is None or tls.cert_file is None or tls.key_file is None:
+        raise click.ClickException("this kiosk has no certificate in its configuration: enrol it first")
+    try:
+        state = enrolment.read_state(tls.cert_file.parent)
+        until = enrolment.renew(
+            cert_file=tls.cert_file,
+            key_file=tls.key_file,
+            ca_file=tls.ca_file,
+            hub_url=state["hub_url"],
+            now=dt.datetime.now(dt.UTC),
+            within_days=days,
+            force=force,
+        )
+    except enrolment.EnrolError as exc:
+        raise click.ClickException(str(exc)) from None
+    if until is None:
+        left = enrolment.days_left(tls.cert_file, dt.datetime.now(dt.UTC))
+        click.echo(f"nothing to do: the certificate is valid for {left:.0f} more days")
+    else:
+        click.echo(f"certificate renewed; valid until {until} (restart the kiosk to use it)")
+
+
 if __name__ == "__main__":
     main()
