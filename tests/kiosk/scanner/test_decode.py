@@ -186,3 +186,80 @@ def test_generated_frames_are_deterministic():
     a = next(code_frames(SIZE, 1, seed=11))
     b = next(code_frames(SIZE, 1, seed=11))
     assert a.expected == b.expected and np.array_equal(a.image, b.image)
+
+
+# ----- the layered decoder's stages (issue 3) -------------------------------------------------------
+
+
+def _primary() -> ZxingDecoder:
+    """The layered decoder's full-frame pass: no inverted search and no downscaling of its own."""
+    return ZxingDecoder(try_invert=False, try_downscale=False, try_rotate=False)
+
+
+def _damaged(payload: bytes, module_px: int = 6) -> np.ndarray:
+    """A code whose middle third is painted over (a sticker): zxing finds it but cannot decode it."""
+    modules = qr_modules(payload)
+    n = modules.shape[0]
+    modules[n // 3 : 2 * n // 3, n // 3 : 2 * n // 3] = False
+    img = np.kron(np.where(modules, 20, 235).astype(np.uint8), np.ones((module_px, module_px), np.uint8))
+    frame = np.full((720, 1280), 128, dtype=np.uint8)
+    frame[100 : 100 + img.shape[0], 200 : 200 + img.shape[1]] = img
+    return frame
+
+
+@pytest.mark.parametrize(("category", "index"), [("low_contrast", 12), ("moire", 4), ("low_light", 4)])
+def test_glance_reads_codes_the_full_frame_pass_misses(category, index):
+    """Frames the full-frame zxing pass cannot read: the local-threshold glance reads them."""
+    frame = make_code_frame(category, SIZE, np.random.default_rng([7, index]), index=index)
+    assert _primary().decode(frame.image) == []
+    decoder = LayeredDecoder(_primary(), max_second_pass_per_s=0, clock=StepClock())
+    assert [r.raw for r in decoder.decode(frame.image)] == [frame.expected]
+    assert (decoder.primary_hits, decoder.glance_hits, decoder.second_passes) == (0, 1, 0)
+
+
+def test_glance_reads_an_inverted_code_although_the_full_frame_pass_does_not_search_for_one():
+    payload = b"AT1:DARK MODE SCREEN 0123456789"
+    modules = qr_modules(payload)
+    img = np.kron(np.where(modules, 225, 25).astype(np.uint8), np.ones((6, 6), np.uint8))  # light on dark
+    frame = np.full((720, 1280), 15, dtype=np.uint8)
+    frame[100 : 100 + img.shape[0], 200 : 200 + img.shape[1]] = img
+    assert _primary().decode(frame) == []
+    decoder = make_decoder("layered")
+    (result,) = decoder.decode(frame)
+    assert result.raw == payload
+    assert (decoder.glance_hits, decoder.glance_inverted_hits) == (1, 1)
+    assert len(result.position) == 4
+
+
+def test_generated_inverted_frames_are_read_at_both_resolutions():
+    """Regression: an earlier glance at a half-size copy lost a quarter of the inverted codes at 640x480."""
+    for size in ((640, 480), (1280, 720)):
+        decoder = make_decoder("layered")
+        frames = [
+            make_code_frame("inverted", size, np.random.default_rng([5, i]), index=i) for i in range(10)
+        ]
+        hits = sum(any(r.raw == f.expected for r in decoder.decode(f.image)) for f in frames)
+        assert hits >= 9, size
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1280, 720)])
+def test_empty_frames_never_reach_the_closer_look(size):
+    decoder = LayeredDecoder(_primary(), clock=StepClock())
+    for frame in empty_frames(size, 12, seed=5):
+        assert decoder.decode(frame.image) == []
+    assert (decoder.second_passes, decoder.second_pass_skipped) == (0, 0)
+
+
+def test_closer_look_is_rate_limited_on_a_stream_of_undecodable_code_like_frames():
+    """A damaged code held in front of the camera: located on every frame, a closer look 5 times a second."""
+    frame = _damaged(b"AT1:" + b"X" * 200)
+    decoded, located = _primary().decode_and_locate(frame)
+    assert decoded == [] and len(located) == 1
+    clock = StepClock()
+    decoder = LayeredDecoder(_primary(), max_second_pass_per_s=5.0, clock=clock)
+    for _ in range(30):  # one second of camera frames at 30 fps
+        assert decoder.decode(frame) == []
+        clock.now += 1 / 30
+    assert decoder.second_passes == 5
+    assert decoder.second_pass_skipped == 25
+    assert decoder.second_pass_hits == 0
