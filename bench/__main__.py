@@ -159,6 +159,7 @@ def main(
 def _run_scanner(quick: bool, frames: int | None, results_dir: Path) -> None:
     """Decode rate and cost per backend on synthetic frames; JSON to scanner.json, tables to stdout."""
     started_at, t0 = utc_now_iso(), time.monotonic()
+    machine = machine_info(None)  # the load average before the run, not after
     code_count = frames or (100 if quick else 1_000)
     empty_count = 50 if quick else 200
     result = scanner.run_scanner(code_count=code_count, empty_count=empty_count)
@@ -168,7 +169,7 @@ def _run_scanner(quick: bool, frames: int | None, results_dir: Path) -> None:
         "started_at": started_at,
         "finished_at": utc_now_iso(),
         "duration_s": round(time.monotonic() - t0, 1),
-        "machine": machine_info(None),
+        "machine": {**machine, "load_average_1m_at_end": os.getloadavg()[0]},
         **result,
     }
     path = _write(results_dir, "scanner", doc)

@@ -8,6 +8,7 @@ an outbox append alone, the floor set by the disk.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -43,6 +44,7 @@ def _stats(values_ms: list[float]) -> dict[str, float | None]:
 
 def run(*, scans: int = 500, results_dir: Path) -> dict[str, Any]:
     """Measure and write ``scan_latency.json``; returns the result."""
+    machine = machine_info(None)  # the load average before the run
     with tempfile.TemporaryDirectory(prefix="antoan-scanlat-") as tmp:
         work = Path(tmp)
         progress("making sample codes")
@@ -98,7 +100,7 @@ def run(*, scans: int = 500, results_dir: Path) -> dict[str, Any]:
     result = {
         "benchmark": "scan_latency",
         "when": utc_now_iso(),
-        "machine": machine_info(None),
+        "machine": {**machine, "load_average_1m_at_end": os.getloadavg()[0]},
         "parameters": {"scans": scans, "decoder": "layered", "frame": "1280x720", "codes": len(frames)},
         "decode": _stats(decode_ms),
         "judge_and_write": _stats(judge_write_ms),
