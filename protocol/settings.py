@@ -15,7 +15,7 @@ import tomllib
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -77,6 +77,24 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    """The configuration section class in a field's annotation (``Section``, ``Section | None``)."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _has_field(model: type[BaseModel], parts: list[str]) -> bool:
+    """Whether ``parts`` (section names, then a field) names a setting of ``model``."""
+    current: type[BaseModel] | None = model
+    for part in parts:
+        if current is None or part not in current.model_fields:
+            return False
+        current = _section_type(current.model_fields[part].annotation)
+    return True
+
+
 def load_config(
     model: type[_M],
     path: Path | None,
@@ -104,8 +122,9 @@ def load_config(
     for key in env_keys:
         path_parts = key[len(marker) :].lower().split("__")
         value = environ[key]
-        if path_parts[-1].endswith("_file"):
-            # ANTOAN_HUB__WEB__SECRET_KEY_FILE=/run/secrets/web_key sets web.secret_key from that file.
+        if path_parts[-1].endswith("_file") and not _has_field(model, path_parts):
+            # ANTOAN_HUB__WEB__SECRET_KEY_FILE=/run/secrets/web_key sets web.secret_key from that file
+            # (a setting whose own name ends in _file, such as mqtt.tls.ca_file, is set directly).
             path_parts[-1] = path_parts[-1].removesuffix("_file")
             try:
                 value = Path(value).read_text(encoding="utf-8").rstrip("\n")

@@ -26,6 +26,26 @@ def test_a_secret_comes_from_a_file_named_in_the_environment(tmp_path):
     assert "s3cr3t" not in repr(cfg)
 
 
+def test_settings_named_file_are_set_directly_from_the_environment(tmp_path):
+    environ = {
+        "ANTOAN_HUB__MQTT__TLS__CA_FILE": "/etc/antoan/ca.pem",
+        "ANTOAN_HUB__MQTT__TLS__CERT_FILE": "/etc/antoan/bridge.pem",
+        "ANTOAN_HUB__MQTT__TLS__KEY_FILE": "/etc/antoan/bridge.key",
+    }
+    cfg = load_hub(None, environ=environ)
+    assert str(cfg.mqtt.tls.ca_file) == "/etc/antoan/ca.pem"
+    assert str(cfg.mqtt.tls.key_file) == "/etc/antoan/bridge.key"
+    kiosk = load_kiosk(
+        None,
+        environ={
+            "ANTOAN_KIOSK__KIOSK_ID": "kiosk-001",
+            "ANTOAN_KIOSK__VENUE_ID": "v1",
+            "ANTOAN_KIOSK__MQTT__TLS__CA_FILE": "/etc/antoan/ca.pem",
+        },
+    )
+    assert str(kiosk.mqtt.tls.ca_file) == "/etc/antoan/ca.pem"
+
+
 def test_a_missing_secret_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read the secret file"):
         load_hub(None, environ={"ANTOAN_HUB__WEB__SECRET_KEY_FILE": str(tmp_path / "nope")})
