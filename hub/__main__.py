@@ -99,17 +99,41 @@ def migrate(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Serve HTTPS with this certificate (PEM); default web.tls_cert.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The certificate's private key (PEM); default web.tls_key.",
+)
 @click.pass_context
-def web(ctx: click.Context) -> None:
+def web(ctx: click.Context, tls_cert: Path | None, tls_key: Path | None) -> None:
     """Migrate the database, then serve the hub web app (development server; use gunicorn in production)."""
     from hub.web.app import create_app
 
     config = _config(ctx)
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("give --tls-cert and --tls-key together")
+    cert, key = (tls_cert, tls_key) if tls_cert else (config.web.tls_cert, config.web.tls_key)
+    ssl_context = None
+    if cert is not None:
+        import ssl
+
+        ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ssl_context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise click.ClickException(f"cannot use {cert} with {key} for HTTPS: {exc}") from None
     engine = _migrated_engine(config)
     app = create_app(config, engine=engine)
-    click.echo(f"hub web app on http://{config.web.host}:{config.web.port}/")
+    scheme = "https" if ssl_context else "http"
+    click.echo(f"hub web app on {scheme}://{config.web.host}:{config.web.port}/")
     try:
-        run_simple(config.web.host, config.web.port, app, threaded=True)
+        run_simple(config.web.host, config.web.port, app, threaded=True, ssl_context=ssl_context)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {config.web.host}:{config.web.port}: {exc}") from None
     finally:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from protocol.messages import MAX_PAYLOAD_BYTES
-from protocol.settings import MqttSettings, Section, load_config
+from protocol.settings import MqttSettings, Section, TlsSettings, load_config
 
 ENV_PREFIX = "ANTOAN_HUB"
 
@@ -53,6 +53,13 @@ class BridgeSettings(Section):
         le=300,
         description="How often the bridge checks whether the trust or status list changed, to republish it.",
     )
+    lists_tls: TlsSettings | None = Field(
+        default=None,
+        description=(
+            "TLS client certificate of the list publisher (its own broker identity, e.g. CN "
+            "antoan-bridge-lists); none: it uses mqtt.tls like the ingest connection."
+        ),
+    )
 
 
 class WebSettings(Section):
@@ -82,6 +89,24 @@ class WebSettings(Section):
     trust_proxy: int = Field(
         default=0, ge=0, le=5, description="Proxies in front of the hub whose X-Forwarded-For is trusted."
     )
+    broker_probe_tls: TlsSettings | None = Field(
+        default=None,
+        description=(
+            "TLS client certificate /healthz uses to probe the broker (its own identity with no rights, "
+            "e.g. CN antoan-web); none: it uses mqtt.tls."
+        ),
+    )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="Serve HTTPS with this certificate (PEM) in `antoan-hub web`; production: a proxy.",
+    )
+    tls_key: Path | None = Field(default=None, description="The private key of web.tls_cert.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        return self
 
 
 class PassSettings(Section):

@@ -1,21 +1,43 @@
-"""``./run demo`` end to end: the local stack starts, a kiosk's check-ins reach the hub, it stops cleanly."""
+"""``./run demo`` end to end on the secured broker: the kiosk enrols, its check-ins reach the hub, the
+broker refuses clients without a certificate, a second run continues with the same CA and identity."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
+from protocol.settings import MqttSettings, TlsSettings, probe_broker
 from provisioning.broker import free_port
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_for
 
 pytestmark = pytest.mark.integration
 
+KIOSK = "kiosk-demo-001"
 
-def test_the_demo_stack_records_syncs_and_stops_cleanly_twice(tmp_path):
+
+def _stored_seqs(root: Path) -> list[int]:
+    engine = create_engine(f"sqlite:///{root / 'hub.db'}")
+    try:
+        with engine.connect() as conn:
+            return [
+                r[0] for r in conn.execute(text("SELECT seq FROM events WHERE kiosk_id = :k"), {"k": KIOSK})
+            ]
+    except OperationalError:  # not migrated yet
+        return []
+    finally:
+        engine.dispose()
+
+
+def test_the_secured_demo_enrols_syncs_refuses_strangers_and_continues(tmp_path):
     root = tmp_path / "demo"
     args = [
         sys.executable,
@@ -25,23 +47,64 @@ def test_the_demo_stack_records_syncs_and_stops_cleanly_twice(tmp_path):
         str(root),
         "--rate",
         "20",
-        "--duration",
-        "6",
         "--web-port",
         str(free_port()),
         "--mqtt-port",
         str(free_port()),
     ]
-    for _ in range(2):  # a second run continues on the same data
-        done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert "http://127.0.0.1:" in done.stdout
-        assert "==> stopped" in done.stdout
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "first-run.txt"
+    with out.open("w") as sink:
+        demo = subprocess.Popen(
+            [*args, "--duration", "300"], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        wait_for(
+            lambda: "running locally" in out.read_text() or demo.poll() is not None,
+            timeout_s=120,
+            what="the demo to start",
+        )
+        assert demo.poll() is None, out.read_text()
+        wait_for(lambda: _stored_seqs(root), timeout_s=60, what="kiosk events at the hub")
+        # A green verdict needs the trust list, which the bridge's list publisher (its own identity) sent.
+        wait_for(lambda: "kiosk: green" in out.read_text(), timeout_s=60, what="a green verdict")
+
+        hub = tomllib.loads((root / "hub.toml").read_text())
+        port = hub["mqtt"]["port"]
+        ca_file = Path(hub["mqtt"]["tls"]["ca_file"])
+        plain = probe_broker(MqttSettings(host="127.0.0.1", port=port))
+        no_cert = probe_broker(MqttSettings(host="127.0.0.1", port=port, tls=TlsSettings(ca_file=ca_file)))
+        # The same probe with a certificate from the demo CA gets in, so the refusals above are real.
+        web_identity = TlsSettings(**hub["web"]["broker_probe_tls"])
+        with_cert = probe_broker(MqttSettings(host="127.0.0.1", port=port, tls=web_identity))
+        assert plain is not None, "the demo broker accepted a plain-TCP client"
+        assert no_cert is not None, "the demo broker accepted a TLS client without a certificate"
+        assert with_cert is None
+    finally:
+        if demo.poll() is None:
+            demo.send_signal(signal.SIGTERM)
+        demo.wait(60)
+    first = out.read_text()
+    assert demo.returncode == 0, first
+    assert "hub CA made" in first
+    assert f"enrolled as {KIOSK}" in first
+    assert "https://127.0.0.1:" in first and "http://127.0.0.1:" not in first
+    assert "==> stopped" in first
+    kiosk_conf = tomllib.loads((root / "kiosk.toml").read_text())
+    assert Path(kiosk_conf["mqtt"]["tls"]["cert_file"]).parts[-2:] == ("kiosk-identity", "kiosk.pem")
+
+    # A second run continues on the same data: same CA, no new enrolment.
+    done = subprocess.run(
+        [*args, "--duration", "6"], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "hub CA kept" in done.stdout
+    assert "already enrolled" in done.stdout and "enrols:" not in done.stdout
+    assert "==> stopped" in done.stdout
+
+    stored = _stored_seqs(root)
     engine = create_engine(f"sqlite:///{root / 'hub.db'}")
     with engine.connect() as conn:
-        stored = [
-            r[0] for r in conn.execute(text("SELECT seq FROM events WHERE kiosk_id = 'kiosk-demo-001'"))
-        ]
         dead = conn.execute(text("SELECT count(*) FROM dead_letters")).scalar()
     engine.dispose()
     with sqlite3.connect(root / "kiosk-outbox.db") as outbox:

@@ -358,7 +358,12 @@ def run_bridge(config: HubConfig) -> None:
     downlink = ListPublisher(
         engine=engine,
         keyring=KeyRing(engine, config.passes),
-        mqtt_settings=config.mqtt,
+        # Its own certificate when the broker takes the client id from it (else the two take each other over).
+        mqtt_settings=(
+            config.mqtt.model_copy(update={"tls": config.bridge.lists_tls})
+            if config.bridge.lists_tls is not None
+            else config.mqtt
+        ),
         client_id=f"{config.bridge.client_id}-lists",
         poll_interval_s=config.bridge.list_poll_s,
     )

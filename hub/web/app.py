@@ -87,6 +87,15 @@ class BrokerHealth:
             return self._result
 
 
+def _probe_settings(config: HubConfig) -> MqttSettings:
+    """The broker connection /healthz probes with: ``web.broker_probe_tls`` when set, so the probe has its
+    own identity (a broker that takes the client id from the certificate would otherwise let it take
+    over the bridge's session), else ``mqtt`` as it is."""
+    if config.web.broker_probe_tls is None:
+        return config.mqtt
+    return config.mqtt.model_copy(update={"tls": config.web.broker_probe_tls})
+
+
 class HubWeb:
     """What the web app's views use, kept on ``app.extensions["antoan"]``."""
 
@@ -213,7 +222,7 @@ def create_app(config: HubConfig | None = None, *, engine: Engine | None = None)
         n = config.web.trust_proxy
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     app.extensions["antoan"] = HubWeb(
-        config=config, engine=engine, store=HubStore(engine), broker=BrokerHealth(config.mqtt)
+        config=config, engine=engine, store=HubStore(engine), broker=BrokerHealth(_probe_settings(config))
     )
     babel.init_app(app, locale_selector=select_locale)
     csrf.init_app(app)
