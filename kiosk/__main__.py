@@ -98,6 +98,25 @@ def status(config_path: Path | None, as_json: bool) -> None:
 )
 @click.option("--qr", "qr_text", help="Or the text of a scanned enrolment QR code (ATE1:…).")
 @click.option(
+    "--camera",
+    "camera_source",
+    type=click.Choice(["picamera2", "opencv", "replay"]),
+    help="Or scan the printed enrolment QR with this camera (first boot).",
+)
+@click.option("--camera-device", default="0", show_default=True, help="opencv: camera index or device path.")
+@click.option(
+    "--replay-path",
+    type=click.Path(exists=True, path_type=Path),
+    help="replay: a folder of images or a video to scan instead of a camera.",
+)
+@click.option(
+    "--scan-timeout",
+    type=click.FloatRange(min=1),
+    default=300,
+    show_default=True,
+    help="Give up scanning for the enrolment QR after this many seconds.",
+)
+@click.option(
     "--identity-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("var/kiosk/identity"),
@@ -105,16 +124,30 @@ def status(config_path: Path | None, as_json: bool) -> None:
     help="Where the key (0600), certificate and CA are written.",
 )
 @click.pass_obj
-def enrol(config_path: Path | None, bundle: Path | None, qr_text: str | None, identity_dir: Path) -> None:
+def enrol(
+    config_path: Path | None,
+    bundle: Path | None,
+    qr_text: str | None,
+    camera_source: str | None,
+    camera_device: str,
+    replay_path: Path | None,
+    scan_timeout: float,
+    identity_dir: Path,
+) -> None:
     """Enrol this kiosk with the hub (first boot): make a key, get it signed, write the configuration."""
     from kiosk import enrol as enrolment
 
-    if (bundle is None) == (qr_text is None):
-        raise click.UsageError("give one of --bundle DIR or --qr TEXT")
+    if sum(x is not None for x in (bundle, qr_text, camera_source)) != 1:
+        raise click.UsageError("give one of --bundle DIR, --qr TEXT or --camera SOURCE")
     if config_path is None:
         raise click.UsageError("give --config PATH: the configuration file to write")
     try:
-        data = enrolment.read_bundle(bundle) if bundle is not None else enrolment.parse_qr(qr_text)
+        if bundle is not None:
+            data = enrolment.read_bundle(bundle)
+        elif qr_text is not None:
+            data = enrolment.parse_qr(qr_text)
+        else:
+            data = _scan_enrolment_qr(camera_source, camera_device, replay_path, scan_timeout)
         click.echo(f"contacting {data.hub_url} …")
         done = enrolment.enrol(data, identity_dir=identity_dir, config_path=config_path)
     except enrolment.EnrolError as exc:
@@ -123,6 +156,31 @@ def enrol(config_path: Path | None, bundle: Path | None, qr_text: str | None, id
         f"enrolled as {done.kiosk_id} at {done.venue_name} ({done.venue_id}); certificate valid until "
         f"{done.cert_not_after}; configuration written to {done.config_path}"
     )
+
+
+def _scan_enrolment_qr(source_kind: str, device: str, replay_path: Path | None, timeout_s: float):
+    """Open the camera (or replay folder) and wait for the printed enrolment QR."""
+    from kiosk import enrol as enrolment
+    from kiosk.scanner.decode import make_decoder
+    from kiosk.scanner.sources import SourceError, make_source
+
+    if source_kind == "replay" and replay_path is None:
+        raise click.UsageError("--camera replay needs --replay-path")
+    options: dict = {}
+    if source_kind == "replay":
+        options = {"path": replay_path}
+    elif source_kind == "opencv":
+        options = {"device": int(device) if device.isdigit() else device}
+    click.echo("hold the printed enrolment QR code to the camera …")
+    try:
+        return enrolment.scan_enrolment_qr(
+            make_source(source_kind, **options),
+            make_decoder("layered"),
+            timeout_s=timeout_s,
+            on_other_code=lambda why: click.echo(f"  skipped a code: {why}", err=True),
+        )
+    except SourceError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()

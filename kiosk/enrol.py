@@ -323,3 +323,51 @@ def read_state(identity_dir: Path) -> dict[str, str]:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise EnrolError(f"no {path}: this kiosk was not enrolled with `antoan-kiosk enrol`") from None
+
+
+# ------------------------------------------------------------------------------ enrolment QR by camera
+
+
+def scan_enrolment_qr(
+    source: Any,
+    decoder: Any,
+    *,
+    timeout_s: float = 300.0,
+    clock: Any = None,
+    on_other_code: Any = None,
+) -> Bundle:
+    """Read frames from ``source`` until a valid enrolment QR (``ATE1:…``) is seen; return its bundle.
+
+    First boot: district IT holds the printed enrolment QR to the kiosk's own camera. Other codes
+    (a citizen's pass, an ID card) are skipped; a damaged ``ATE1:`` code is reported through
+    ``on_other_code`` and scanning goes on. Raises :class:`EnrolError` after ``timeout_s`` or when a
+    replay source runs out of frames.
+    """
+    import time
+
+    clock = clock or time.monotonic
+    deadline = clock() + timeout_s
+    last_problem = "no enrolment QR code was seen"
+    source.open()
+    try:
+        while clock() < deadline:
+            frame = source.read()
+            if frame is None:
+                if getattr(source, "finished", False):
+                    break
+                continue
+            for code in decoder.decode(frame):
+                text = code.raw.decode("utf-8", "replace").strip()
+                if not text.startswith(QR_PREFIX):
+                    if on_other_code is not None:
+                        on_other_code("not an enrolment QR code")
+                    continue
+                try:
+                    return parse_qr(text)
+                except EnrolError as exc:
+                    last_problem = str(exc)
+                    if on_other_code is not None:
+                        on_other_code(last_problem)
+    finally:
+        source.close()
+    raise EnrolError(f"{last_problem} (scanned for up to {timeout_s:g} s); hold the printed QR to the camera")
