@@ -32,6 +32,7 @@ Choices made here:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import unicodedata
@@ -52,7 +53,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, insert, select, text, update
 
 from hub.config import PassSettings
 from hub.db.schema import declarations, passes
@@ -994,6 +995,21 @@ def _supersede(conn: Connection, *, id_number: str, new_id: int, verdict: Verdic
             set_status(conn, pass_id, verdict.colour, SUPERSEDED_REASON, now)
 
 
+def _lock_person(conn: Connection, id_number: str) -> None:
+    """Serialise declarations of one person until this transaction ends, so exactly one stays current.
+
+    PostgreSQL: a transaction-scoped advisory lock keyed by the ID number (without it, two submissions at
+    once each miss the other's uncommitted row and neither is superseded). SQLite already serialises
+    writers: the second insert waits for the first transaction to commit, then sees its row.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(b"antoan-declaration-person:" + id_number.encode("utf-8")).digest()
+    conn.execute(
+        text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(digest[:8], "big", signed=True)}
+    )
+
+
 def _save_person(
     conn: Connection,
     *,
@@ -1006,6 +1022,7 @@ def _save_person(
     now: datetime,
 ) -> SavedDeclaration:
     verdict = evaluate(facts)
+    _lock_person(conn, columns["id_number"])
     new_id = int(
         conn.execute(
             insert(declarations)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 import unicodedata
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 
 from hub import declarations as decl
 from hub.config import PassSettings
+from hub.db import make_engine
 from hub.db.schema import declarations, pass_status, passes
 from hub.keys import KeyRing
 from hub.passes import status_list
@@ -484,6 +486,35 @@ def test_a_new_declaration_supersedes_the_current_one_and_keeps_history(hub_engi
     # The older green pass must not keep opening doors: kiosks now see it as yellow.
     assert listed.colour_for(first.pass_.pass_id) == Colour.YELLOW
     assert listed.colour_for(second.pass_.pass_id) is None
+
+
+def test_simultaneous_declarations_of_one_person_leave_exactly_one_current(db_url, hub_engine, keyring):
+    engines = [make_engine(db_url) for _ in range(4)]
+    barrier = threading.Barrier(len(engines))
+    errors: list[BaseException] = []
+
+    def declare(engine, day):
+        try:
+            barrier.wait()
+            _save_ncovi(
+                engine, KeyRing(engine, PassSettings()), ncovi_data(), now=NOW + timedelta(minutes=day)
+            )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    keyring.signing_key(NOW)  # the key exists before the race (its creation is tested in test_keys)
+    threads = [threading.Thread(target=declare, args=(e, i)) for i, e in enumerate(engines)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for engine in engines:
+        engine.dispose()
+    assert errors == []
+    with hub_engine.connect() as conn:
+        rows = conn.execute(select(declarations.c.id, declarations.c.superseded_at)).all()
+    assert len(rows) == 4
+    assert sum(r.superseded_at is None for r in rows) == 1
 
 
 def test_a_better_new_declaration_leaves_the_older_pass_alone(hub_engine, keyring):
