@@ -417,7 +417,10 @@ def kiosk_group() -> None:
     help="Write enrol.json into this folder (e.g. the Pi's boot partition).",
 )
 @click.option(
-    "--qr", "qr_file", type=click.Path(dir_okay=False, path_type=Path), help="Write a printable QR code PNG."
+    "--qr",
+    "qr_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a printable QR code: FILE.png, FILE.pdf or FILE.svg.",
 )
 @click.option("--by", "created_by", default=None, help="Who creates the token [default: your login name].")
 @_HUB_CONFIG
@@ -433,6 +436,8 @@ def kiosk_enrol(
     from protocol.enrolment import BUNDLE_FILE, Bundle
 
     lifetime = _duration(ttl)
+    if qr_file and qr_file.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise click.UsageError("--qr must name a .png, .pdf or .svg file")
     if (bundle or qr_file) and not (hub_url and hub_url.startswith("https://")):
         raise click.ClickException("--bundle and --qr need --hub-url https://… (where the kiosk enrols)")
     hub = _Hub(hub_config, ca_dir)

@@ -370,6 +370,20 @@ def test_provisioning_cli_enrols_approves_lists_and_revokes(tmp_path, pki):
     assert [(k["kiosk_id"], k["status"]) for k in listed] == [("kiosk-701", "revoked")]
 
 
+@pytest.mark.parametrize(("suffix", "magic"), [(".pdf", b"%PDF"), (".svg", b"<?xml")])
+def test_the_enrolment_qr_prints_as_pdf_or_svg(tmp_path, pki, suffix, magic):
+    hub_conf = write_toml(tmp_path / "hub.toml", {"database": {"url": f"sqlite:///{tmp_path / 'hub.db'}"}})
+    common = ["--hub-config", str(hub_conf)]
+    assert _provision("venue", "add", "clinic-08", "--name", "Trạm y tế", *common).exit_code == 0
+    out = tmp_path / f"enrol{suffix}"
+    made = _provision(
+        "kiosk", "enrol", "kiosk-801", "--venue", "clinic-08", "--hub-url", "https://hub.example",
+        "--qr", str(out), *common, "--ca-dir", str(pki.ca.layout.root),
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert out.read_bytes().startswith(magic)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -379,6 +393,7 @@ def test_provisioning_cli_enrols_approves_lists_and_revokes(tmp_path, pki):
         (["kiosk", "enrol", "Bad Id", "--venue", "v-1"], "is not valid"),
         (["kiosk", "revoke", "kiosk-9"], "kiosk kiosk-9 is not enrolled"),
         (["venue", "add", "v 1", "--name", "x"], "is not valid"),
+        (["kiosk", "enrol", "kiosk-1", "--venue", "v-1", "--qr", "enrol.txt"], "a .png, .pdf or .svg file"),
     ],
 )
 def test_provisioning_cli_errors_are_one_clear_line(tmp_path, pki, args, message):
@@ -416,7 +431,10 @@ def test_kiosk_enrolment_commands_have_help_and_clear_usage_errors(tmp_path, com
     assert CliRunner().invoke(kiosk_cli, [*command, "--help"]).exit_code == 0
     if command == ["enrol"]:
         result = CliRunner().invoke(kiosk_cli, ["--config", str(tmp_path / "k.toml"), "enrol"])
-        assert result.exit_code == 2 and "give one of --bundle DIR or --qr TEXT" in result.output
+        assert (
+            result.exit_code == 2
+            and "give one of --bundle DIR, --qr TEXT or --camera SOURCE" in result.output
+        )
         missing = CliRunner().invoke(
             kiosk_cli, ["--config", str(tmp_path / "k.toml"), "enrol", "--bundle", str(tmp_path)]
         )
