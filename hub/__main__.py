@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -54,6 +56,20 @@ def _migrated_engine(config: HubConfig):
         engine.dispose()
         raise _database_error(exc) from None
     return engine
+
+
+@contextmanager
+def _database(config: HubConfig, *refused: type[Exception]) -> Iterator:
+    """A migrated engine for one command, disposed after; ``refused`` errors and database errors exit."""
+    engine = _migrated_engine(config)
+    try:
+        yield engine
+    except refused as exc:
+        raise click.ClickException(str(exc)) from None
+    except SQLAlchemyError as exc:
+        raise _database_error(exc) from None
+    finally:
+        engine.dispose()
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -159,13 +175,8 @@ def stats(ctx: click.Context) -> None:
     """Print ingest statistics (events stored, dead letters, kiosks) as JSON."""
     from hub.db.store import HubStore
 
-    engine = _migrated_engine(_config(ctx))
-    try:
+    with _database(_config(ctx)) as engine:
         result = HubStore(engine).stats()
-    except SQLAlchemyError as exc:
-        raise _database_error(exc) from None
-    finally:
-        engine.dispose()
     click.echo(json.dumps(result, ensure_ascii=False, indent=2))
 
 
@@ -181,13 +192,8 @@ def keys_list(ctx: click.Context) -> None:
     from hub.keys import KeyRing, format_time
 
     config = _config(ctx)
-    engine = _migrated_engine(config)
-    try:
+    with _database(config) as engine:
         found = KeyRing(engine, config.passes).list_keys()
-    except SQLAlchemyError as exc:
-        raise _database_error(exc) from None
-    finally:
-        engine.dispose()
     if not found:
         click.echo("no signing keys yet: the bridge creates one at start, or the first pass issued does")
         return
@@ -209,17 +215,10 @@ def keys_rotate(ctx: click.Context) -> None:
     from hub.keys import KeyRing, KeyRingError, format_time
 
     config = _config(ctx)
-    engine = _migrated_engine(config)
-    try:
+    with _database(config, KeyRingError) as engine:
         ring = KeyRing(engine, config.passes)
         kid = ring.rotate(datetime.now(UTC))
         retired = [k for k in ring.list_keys() if not k.active and k.kid != kid]
-    except KeyRingError as exc:
-        raise click.ClickException(str(exc)) from None
-    except SQLAlchemyError as exc:
-        raise _database_error(exc) from None
-    finally:
-        engine.dispose()
     click.echo(f"new signing key {kid} is active; the bridge publishes the new trust list to the kiosks")
     for key in retired[-1:]:
         click.echo(f"key {key.kid} retired, trusted until {format_time(key.trusted_until)}")
@@ -242,7 +241,6 @@ def purge(ctx: click.Context, dry_run: bool, batch_size: int) -> None:
     from hub.retention import purge as run_purge
 
     config = _config(ctx)
-    engine = _migrated_engine(config)
 
     def progress(part: str, report) -> None:
         click.echo(
@@ -251,7 +249,7 @@ def purge(ctx: click.Context, dry_run: bool, batch_size: int) -> None:
             err=True,
         )
 
-    try:
+    with _database(config) as engine:
         report = run_purge(
             engine,
             config.retention,
@@ -260,10 +258,6 @@ def purge(ctx: click.Context, dry_run: bool, batch_size: int) -> None:
             batch_size=batch_size,
             progress=progress,
         )
-    except SQLAlchemyError as exc:
-        raise _database_error(exc) from None
-    finally:
-        engine.dispose()
     verb = "would remove" if dry_run else "removed"
     click.echo(
         f"{verb}: {report.declarations} declarations "
@@ -314,22 +308,14 @@ def create_admin(ctx: click.Context, username: str, display_name: str, password_
         accounts.check_password_policy(password)
     except accounts.AccountError as exc:
         raise click.ClickException(f"weak password refused: {exc}") from None
-    engine = _migrated_engine(_config(ctx))
-    try:
-        with engine.begin() as conn:
-            user = accounts.create_user(
-                conn,
-                username=username,
-                display_name=display_name,
-                role=accounts.Role.ADMIN,
-                password=password,
-            )
-    except accounts.AccountError as exc:
-        raise click.ClickException(str(exc)) from None
-    except SQLAlchemyError as exc:
-        raise _database_error(exc) from None
-    finally:
-        engine.dispose()
+    with _database(_config(ctx), accounts.AccountError) as engine, engine.begin() as conn:
+        user = accounts.create_user(
+            conn,
+            username=username,
+            display_name=display_name,
+            role=accounts.Role.ADMIN,
+            password=password,
+        )
     click.echo(f"admin {user.username} created (id {user.id}); log in at /login")
 
 
@@ -344,14 +330,8 @@ def users_list(ctx: click.Context) -> None:
     """Show every staff account: id, username, role, active or not, last login, display name."""
     from hub import accounts
 
-    engine = _migrated_engine(_config(ctx))
-    try:
-        with engine.connect() as conn:
-            found = accounts.list_users(conn)
-    except SQLAlchemyError as exc:
-        raise _database_error(exc) from None
-    finally:
-        engine.dispose()
+    with _database(_config(ctx)) as engine, engine.connect() as conn:
+        found = accounts.list_users(conn)
     if not found:
         click.echo("no staff accounts yet: create the first with 'antoan-hub create-admin USERNAME'")
         return
@@ -388,18 +368,10 @@ def api_token_create(ctx: click.Context, name: str, role: str, expires_days: int
     from hub import accounts
 
     expires_at = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
-    engine = _migrated_engine(_config(ctx))
-    try:
-        with engine.begin() as conn:
-            token_id, token = accounts.create_api_token(
-                conn, name=name, role=role, created_by=None, expires_at=expires_at
-            )
-    except accounts.AccountError as exc:
-        raise click.ClickException(str(exc)) from None
-    except SQLAlchemyError as exc:
-        raise _database_error(exc) from None
-    finally:
-        engine.dispose()
+    with _database(_config(ctx), accounts.AccountError) as engine, engine.begin() as conn:
+        token_id, token = accounts.create_api_token(
+            conn, name=name, role=role, created_by=None, expires_at=expires_at
+        )
     until = f"until {expires_at:%Y-%m-%d %H:%M}Z" if expires_at else "without expiry"
     click.echo(
         f"API token {token_id} ({role}) valid {until}; it is shown only now, store it safely:", err=True
@@ -414,16 +386,8 @@ def api_token_revoke(ctx: click.Context, token_id: int) -> None:
     """Revoke the token with this id at once (ids are shown by create and on /admin/tokens)."""
     from hub import accounts
 
-    engine = _migrated_engine(_config(ctx))
-    try:
-        with engine.begin() as conn:
-            accounts.revoke_api_token(conn, token_id)
-    except accounts.AccountError as exc:
-        raise click.ClickException(str(exc)) from None
-    except SQLAlchemyError as exc:
-        raise _database_error(exc) from None
-    finally:
-        engine.dispose()
+    with _database(_config(ctx), accounts.AccountError) as engine, engine.begin() as conn:
+        accounts.revoke_api_token(conn, token_id)
     click.echo(f"API token {token_id} revoked")
 
 

@@ -18,6 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from hub.db import from_db_time
 from hub.db.schema import api_tokens, users
 
 #: argon2id with the library's RFC 9106 "low memory" profile (64 MiB, 3 passes): fits a Pi-class hub.
@@ -249,10 +250,6 @@ def api_principal(conn: Connection, token: str, now: datetime | None = None) -> 
     if row is None or row.revoked_at is not None:
         return None
     now = now or _now()
-    expires = row.expires_at
-    if expires is not None:
-        if expires.tzinfo is None:  # SQLite hands back naive UTC
-            expires = expires.replace(tzinfo=UTC)
-        if expires <= now:
-            return None
+    if row.expires_at is not None and from_db_time(row.expires_at) <= now:
+        return None
     return ApiPrincipal(token_id=row.id, name=row.name, role=Role(row.role))

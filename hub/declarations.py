@@ -56,8 +56,9 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import Connection, and_, insert, select, text, update
 
 from hub.config import PassSettings
+from hub.db import from_db_time, to_db_time
 from hub.db.schema import declarations, passes
-from hub.keys import KeyRing, from_db_time, to_db_time
+from hub.keys import KeyRing
 from hub.pass_rules import Exposure, Facts, Symptom, Verdict, evaluate
 from hub.passes import (
     IssuedPass,

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Connection, Engine, insert, select, update
 
+from hub.db import from_db_time
 from hub.db.schema import devices, enrolment_tokens, kiosks, venues
 from provisioning.pki import CsrError, HubCA, PkiError, cert_pem, common_name, validate_kiosk_id
 
@@ -109,10 +110,8 @@ class Enrolled:
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite gives naive datetimes back; every time stored here is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value
+    """A stored time as aware UTC, or None (SQLite gives naive datetimes back; every time stored is UTC)."""
+    return None if value is None else from_db_time(value)
 
 
 def token_digest(token: str) -> str:

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.config import PassSettings
+from hub.db import from_db_time, to_db_time
 from hub.db.schema import list_versions, passes, signing_keys
 from protocol.healthpass import SigningKey, TrustedKey, TrustList
 
@@ -57,18 +58,6 @@ class KeyInfo:
 
 
 # ------------------------------------------------------------------------------------- helpers
-
-
-def to_db_time(value: datetime) -> datetime:
-    """A timezone-aware time as stored: UTC (SQLite keeps no offset, so every stored time is UTC)."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("times must be timezone-aware, e.g. datetime.now(UTC)")
-    return value.astimezone(UTC)
-
-
-def from_db_time(value: datetime) -> datetime:
-    """A stored time as an aware UTC datetime (SQLite hands back naive UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _floor_second(value: datetime) -> datetime:

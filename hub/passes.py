@@ -18,8 +18,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from hub.config import PassSettings
+from hub.db import from_db_time, to_db_time
 from hub.db.schema import pass_status, passes
-from hub.keys import STATUS, KeyRing, bump_list_version, from_db_time, list_version, to_db_time
+from hub.keys import STATUS, KeyRing, bump_list_version, list_version
 from protocol.healthpass import Colour, PassClaims, PassKind, StatusList, encode_pass
 
 #: Crockford's base32: digits and letters without I, L, O, U (nothing to mistake for 1, 0 or a word).

@@ -22,8 +22,9 @@ from sqlalchemy import Connection, Engine, delete, exists, func, select
 
 from hub import audit
 from hub.config import RetentionSettings
+from hub.db import to_db_time
 from hub.db.schema import audit_log, declarations, pass_status, passes
-from hub.keys import STATUS, bump_list_version, to_db_time
+from hub.keys import STATUS, bump_list_version
 
 log = logging.getLogger(__name__)
 

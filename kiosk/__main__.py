@@ -203,6 +203,7 @@ def renew(config_path: Path | None, days: float, force: bool) -> None:
     tls = cfg.mqtt.tls
     if tls is None or tls.cert_file is None or tls.key_file is None:
         raise click.ClickException("this kiosk has no certificate in its configuration: enrol it first")
+    now = dt.datetime.now(dt.UTC)
     try:
         state = enrolment.read_state(tls.cert_file.parent)
         until = enrolment.renew(
@@ -210,14 +211,14 @@ def renew(config_path: Path | None, days: float, force: bool) -> None:
             key_file=tls.key_file,
             ca_file=tls.ca_file,
             hub_url=state["hub_url"],
-            now=dt.datetime.now(dt.UTC),
+            now=now,
             within_days=days,
             force=force,
         )
     except enrolment.EnrolError as exc:
         raise click.ClickException(str(exc)) from None
     if until is None:
-        left = enrolment.days_left(tls.cert_file, dt.datetime.now(dt.UTC))
+        left = enrolment.days_left(tls.cert_file, now)
         click.echo(f"nothing to do: the certificate is valid for {left:.0f} more days")
     else:
         click.echo(f"certificate renewed; valid until {until} (restart the kiosk to use it)")

@@ -21,7 +21,6 @@ import datetime as dt
 import hmac
 import json
 import logging
-import os
 import ssl
 import tomllib
 import urllib.error
@@ -34,7 +33,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from protocol import enrolment as _format
 from protocol.enrolment import (  # noqa: F401  (the kiosk's enrolment API includes the format)
@@ -45,6 +43,7 @@ from protocol.enrolment import (  # noqa: F401  (the kiosk's enrolment API inclu
     parse_qr,
     read_bundle,
 )
+from protocol.keyfiles import key_pem, make_csr, new_key, write_private, write_public
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +106,6 @@ def _pinned_context(ca_pem: bytes) -> ssl.SSLContext:
     return ctx
 
 
-def _csr(key: ec.EllipticCurvePrivateKey) -> bytes:
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kiosk")]))
-        .sign(key, hashes.SHA256())
-    )
-    return csr.public_bytes(serialization.Encoding.PEM)
-
-
 def _answer(status: int, body: bytes, what: str) -> dict[str, Any]:
     try:
         data = json.loads(body)
@@ -128,26 +118,6 @@ def _answer(status: int, body: bytes, what: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ files
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _toml_value(value: Any) -> str:
@@ -211,8 +181,8 @@ def enrol(bundle: Bundle, *, identity_dir: Path, config_path: Path) -> EnrolResu
     """
     config = _existing_config(config_path)  # a broken file must fail before the token is spent
     ca_pem = fetch_pinned_ca(bundle.hub_url, bundle.ca_fingerprint)
-    key = ec.generate_private_key(ec.SECP256R1())
-    request = {"token": bundle.token, "csr": _csr(key).decode("ascii")}
+    key = new_key()
+    request = {"token": bundle.token, "csr": make_csr(key).decode("ascii")}
     if bundle.kiosk_id:
         request["kiosk_id"] = bundle.kiosk_id
     if bundle.venue_id:
@@ -220,10 +190,10 @@ def enrol(bundle: Bundle, *, identity_dir: Path, config_path: Path) -> EnrolResu
     status, body = _request(f"{bundle.hub_url}/api/v1/enrol", context=_pinned_context(ca_pem), body=request)
     answer = _answer(status, body, "enrolment")
     files = KioskFiles(Path(identity_dir))
-    _write_private(files.key, _key_pem(key))
-    _write_public(files.cert, answer["certificate"].encode())
-    _write_public(files.ca, ca_pem)
-    _write_public(
+    write_private(files.key, key_pem(key))
+    write_public(files.cert, answer["certificate"].encode())
+    write_public(files.ca, ca_pem)
+    write_public(
         files.state,
         json.dumps({"hub_url": bundle.hub_url, "ca_fingerprint": bundle.ca_fingerprint}, indent=1).encode(),
     )
@@ -238,7 +208,7 @@ def enrol(bundle: Bundle, *, identity_dir: Path, config_path: Path) -> EnrolResu
         },
     )
     config.update(kiosk_id=answer["kiosk_id"], venue_id=answer["venue_id"], mqtt=mqtt)
-    _write_public(Path(config_path), render_toml(config).encode())
+    write_public(Path(config_path), render_toml(config).encode())
     log.info("enrolled as %s at venue %s", answer["kiosk_id"], answer["venue_id"])
     return EnrolResult(
         answer["kiosk_id"],
@@ -246,12 +216,6 @@ def enrol(bundle: Bundle, *, identity_dir: Path, config_path: Path) -> EnrolResu
         answer["venue_name"],
         answer["cert_not_after"],
         Path(config_path),
-    )
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
 
@@ -295,8 +259,8 @@ def renew(
     current_key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
     if not isinstance(current_key, ec.EllipticCurvePrivateKey):
         raise EnrolError(f"{key_file} is not an EC key; enrol the kiosk again")
-    new_key = ec.generate_private_key(ec.SECP256R1())
-    csr = _csr(new_key)
+    fresh = new_key()
+    csr = make_csr(fresh)
     signature = base64.b64encode(current_key.sign(csr, ec.ECDSA(hashes.SHA256()))).decode("ascii")
     request = {
         "certificate": Path(cert_file).read_text(encoding="ascii"),
@@ -309,9 +273,9 @@ def renew(
     # Keep a copy of the previous pair: a crash between the two replacements below leaves a key and
     # a certificate that do not match, and the .prev pair (still valid until it expires) to go back to.
     for path in (Path(key_file), Path(cert_file)):
-        _write_private(path.with_name(path.name + ".prev"), path.read_bytes())
-    _write_private(Path(key_file), _key_pem(new_key))
-    _write_public(Path(cert_file), answer["certificate"].encode())
+        write_private(path.with_name(path.name + ".prev"), path.read_bytes())
+    write_private(Path(key_file), key_pem(fresh))
+    write_public(Path(cert_file), answer["certificate"].encode())
     log.info("certificate renewed; valid until %s", answer["cert_not_after"])
     return answer["cert_not_after"]
 

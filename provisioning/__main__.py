@@ -56,12 +56,13 @@ def ca_group() -> None:
 )
 def ca_init(ca_dir: Path, name: str, days: int) -> None:
     """Create a new CA in an empty folder and print its fingerprint (kiosks pin it)."""
+    passphrase = _passphrase()
     try:
-        ca = HubCA.init(ca_dir, common_name=name, days=days, passphrase=_passphrase())
+        ca = HubCA.init(ca_dir, common_name=name, days=days, passphrase=passphrase)
     except PkiError as exc:
         raise click.ClickException(str(exc)) from None
     encrypted = (
-        "encrypted with $" + PASSPHRASE_ENV if _passphrase() else f"NOT encrypted (set ${PASSPHRASE_ENV})"
+        "encrypted with $" + PASSPHRASE_ENV if passphrase else f"NOT encrypted (set ${PASSPHRASE_ENV})"
     )
     click.echo(f"CA created in {ca.layout.root}: key {ca.layout.ca_key} (0600, {encrypted})")
     click.echo(f"fingerprint (SHA-256): {ca.fingerprint}")
@@ -214,6 +215,33 @@ def _give_key_to(key: Path, user: str | None) -> str:
     return "0600: the broker's account must be able to read it"
 
 
+def _broker_reload_options(pid_file_help: str):
+    """--broker-host/--broker-port (where to drop a live session) and how to reload the broker."""
+    options = [
+        click.option(
+            "--broker-host", default="127.0.0.1", show_default=True, help="The broker's TLS listener address."
+        ),
+        click.option(
+            "--broker-port", type=click.IntRange(1, 65535), default=8883, show_default=True, help="Its port."
+        ),
+        click.option(
+            "--broker-pid-file",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help=pid_file_help,
+        ),
+        click.option(
+            "--reload-command", help="Or reload it with this command, e.g. 'systemctl reload mosquitto'."
+        ),
+    ]
+
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
 def _reloader(pid_file: Path | None, command: str | None):
     if (pid_file is None) == (command is None):
         raise click.ClickException(
@@ -250,18 +278,7 @@ def _reloader(pid_file: Path | None, command: str | None):
     show_default=True,
     help="Revocation reason written in the CRL.",
 )
-@click.option(
-    "--broker-host", default="127.0.0.1", show_default=True, help="The broker's TLS listener address."
-)
-@click.option(
-    "--broker-port", type=click.IntRange(1, 65535), default=8883, show_default=True, help="Its port."
-)
-@click.option(
-    "--broker-pid-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Reload the broker with SIGHUP to the pid in this file.",
-)
-@click.option("--reload-command", help="Or reload it with this command, e.g. 'systemctl reload mosquitto'.")
+@_broker_reload_options("Reload the broker with SIGHUP to the pid in this file.")
 def revoke(
     kiosk_id: str,
     ca_dir: Path,
@@ -505,18 +522,7 @@ def kiosk_approve(kiosk_id, approved_by, hub_config) -> None:
 @kiosk_group.command("revoke")
 @click.argument("kiosk_id")
 @click.option("--reason", default="revoked by district IT", show_default=True, help="Why (kept in the hub).")
-@click.option(
-    "--broker-host", default="127.0.0.1", show_default=True, help="The broker's TLS listener address."
-)
-@click.option(
-    "--broker-port", type=click.IntRange(1, 65535), default=8883, show_default=True, help="Its port."
-)
-@click.option(
-    "--broker-pid-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Reload the broker with SIGHUP to this pid and drop the kiosk's live session.",
-)
-@click.option("--reload-command", help="Or reload it with this command, e.g. 'systemctl reload mosquitto'.")
+@_broker_reload_options("Reload the broker with SIGHUP to this pid and drop the kiosk's live session.")
 @_HUB_CONFIG
 @_HUB_CA_DIR
 def kiosk_revoke(

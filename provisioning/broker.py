@@ -30,10 +30,7 @@ from provisioning.pki import (
     DEFAULT_SERVICES,
     HubCA,
     PkiError,
-    cert_pem,
-    key_pem,
     validate_kiosk_id,
-    write_private,
 )
 
 log = logging.getLogger(__name__)
@@ -62,6 +59,23 @@ class BrokerLayout:
         return self.root / "mosquitto.log"
 
 
+def _persistence_and_log_lines(data_dir: Path) -> list[str]:
+    """Persistence, queue limits and logging: the same for the plain and the TLS broker."""
+    return [
+        "persistence true",
+        f"persistence_location {data_dir}/",
+        "autosave_interval 30",
+        # The bridge's persistent session queues kiosk batches while it is down.
+        "max_queued_messages 100000",
+        "max_inflight_messages 100",
+        "message_size_limit 1048576",
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+    ]
+
+
 def render_plain_conf(*, port: int, data_dir: Path, bind: str = "127.0.0.1") -> str:
     """A broker on plain TCP without authentication, for a local trial or a test on loopback only.
 
@@ -74,17 +88,7 @@ def render_plain_conf(*, port: int, data_dir: Path, bind: str = "127.0.0.1") -> 
             "per_listener_settings false",
             f"listener {port} {bind}",
             "allow_anonymous true",
-            "persistence true",
-            f"persistence_location {data_dir}/",
-            "autosave_interval 30",
-            # The bridge's persistent session queues kiosk batches while it is down.
-            "max_queued_messages 100000",
-            "max_inflight_messages 100",
-            "message_size_limit 1048576",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
+            *_persistence_and_log_lines(data_dir),
             "",
         ]
     )
@@ -226,17 +230,7 @@ def render_secure_conf(
     if user:
         lines.append(f"user {user}")
     lines += [
-        "persistence true",
-        f"persistence_location {data_dir}/",
-        "autosave_interval 30",
-        # The bridge's persistent session queues kiosk batches while it is down.
-        "max_queued_messages 100000",
-        "max_inflight_messages 100",
-        "message_size_limit 1048576",
-        "log_dest stderr",
-        "log_type error",
-        "log_type warning",
-        "log_type notice",
+        *_persistence_and_log_lines(data_dir),
         "connection_messages true",
         "",
         "# Kiosks and hub services: mutual TLS.",
@@ -405,9 +399,9 @@ def revoke_kiosk(
 
         def throwaway(name: str, *, service: bool):
             pair = ca.issue_client(name, days=_THROWAWAY_DAYS, service=service)
-            (folder / f"{name}.pem").write_bytes(cert_pem(pair.cert))
-            write_private(folder / f"{name}.key", key_pem(pair.key))
-            return pair, folder / f"{name}.pem", folder / f"{name}.key"
+            cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+            pair.write(cert, key)
+            return pair, cert, key
 
         def connect(cert: Path, key: Path) -> int | None:
             return connect_once(

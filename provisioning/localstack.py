@@ -26,6 +26,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from cryptography import x509
@@ -33,6 +34,11 @@ from cryptography import x509
 from provisioning.broker import MosquittoProcess, free_port, port_open, write_secure_broker
 from provisioning.pki import BRIDGE_IDENTITY, LISTS_IDENTITY, CaLayout, HubCA, write_private
 from provisioning.samples import DemoMaterial, make_demo_material
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from hub.config import HubConfig
 
 log = logging.getLogger(__name__)
 
@@ -147,15 +153,12 @@ def _secure_broker(folder: Path, ca: HubCA, *, port: int) -> MosquittoProcess:
     return MosquittoProcess(folder, port=port, config=conf)
 
 
-def _enrolment_bundle(hub_conf: Path, pki: DemoPki, *, hub_url: str, folder: Path) -> Path:
+def _enrolment_bundle(engine: Engine, pki: DemoPki, *, hub_url: str, folder: Path) -> Path:
     """Add the demo venue (once) and an approved single-use token for the demo kiosk; write the bundle
     district IT would put on the kiosk's boot partition (``enrol.json``, 0600: it holds the token)."""
     from hub import devices
-    from hub.config import load
-    from hub.db import make_engine
     from protocol.enrolment import BUNDLE_FILE, Bundle
 
-    engine = make_engine(load(hub_conf).database.url)
     now = dt.datetime.now(dt.UTC)
     try:
         with engine.begin() as conn:
@@ -172,8 +175,6 @@ def _enrolment_bundle(hub_conf: Path, pki: DemoPki, *, hub_url: str, folder: Pat
             ).token
     except devices.DeviceError as exc:
         raise click.ClickException(f"cannot make the demo kiosk's enrolment token: {exc}") from None
-    finally:
-        engine.dispose()
     bundle = Bundle(
         hub_url=hub_url,
         ca_fingerprint=pki.ca.fingerprint,
@@ -280,11 +281,10 @@ class _LogTail:
         return [line.split(self._marker, 1)[1] for line in lines if self._marker in line]
 
 
-def _hub_samples(hub_conf: Path, folder: Path) -> DemoMaterial:
-    """Migrate the hub database, then issue the sample passes with the hub's own signing key."""
+def _hub_database(hub_conf: Path) -> tuple[Engine, HubConfig]:
+    """Migrate the hub database (as ``antoan-hub migrate`` does) and open the one engine the demo uses."""
     from hub.config import load
     from hub.db import make_engine
-    from hub.keys import KeyRingError
     from protocol.settings import ConfigError
 
     migrated = subprocess.run(
@@ -299,19 +299,23 @@ def _hub_samples(hub_conf: Path, folder: Path) -> DemoMaterial:
         config = load(hub_conf)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    engine = make_engine(config.database.url)
+    return make_engine(config.database.url), config
+
+
+def _hub_samples(engine: Engine, config: HubConfig, folder: Path) -> DemoMaterial:
+    """Issue the sample passes with the hub's own signing key."""
+    from hub.keys import KeyRingError
+
     try:
         return make_demo_material(folder, engine=engine, settings=config.passes)
     except KeyRingError as exc:
         raise click.ClickException(f"cannot sign the sample passes: {exc}") from None
-    finally:
-        engine.dispose()
 
 
 DEMO_ADMIN = "admin"
 
 
-def _demo_credentials(hub_conf: Path, root: Path) -> tuple[str, Path]:
+def _demo_credentials(engine: Engine, root: Path) -> tuple[str, Path]:
     """The demo's admin account and an API token, made on the first run and kept under ``root``.
 
     The password is random per demo folder (``admin-password.txt``, mode 0600), never a fixed one.
@@ -320,34 +324,28 @@ def _demo_credentials(hub_conf: Path, root: Path) -> tuple[str, Path]:
     import secrets
 
     from hub import accounts
-    from hub.config import load
-    from hub.db import make_engine
 
     password_file, token_file = root / "admin-password.txt", root / "api-token.txt"
-    engine = make_engine(load(hub_conf).database.url)
-    try:
-        with engine.begin() as conn:
-            user = accounts.get_user_by_name(conn, DEMO_ADMIN)
-            if user is None or not password_file.exists():
-                password = secrets.token_urlsafe(12)
-                if user is None:
-                    user = accounts.create_user(
-                        conn,
-                        username=DEMO_ADMIN,
-                        display_name="Quản trị demo",
-                        role="admin",
-                        password=password,
-                    )
-                else:
-                    accounts.set_password(conn, user.id, password)
-                password_file.write_text(password + "\n")
-                password_file.chmod(0o600)
-            if not token_file.exists():
-                _id, token = accounts.create_api_token(conn, name="demo", role="admin", created_by=user.id)
-                token_file.write_text(token + "\n")
-                token_file.chmod(0o600)
-    finally:
-        engine.dispose()
+    with engine.begin() as conn:
+        user = accounts.get_user_by_name(conn, DEMO_ADMIN)
+        if user is None or not password_file.exists():
+            password = secrets.token_urlsafe(12)
+            if user is None:
+                user = accounts.create_user(
+                    conn,
+                    username=DEMO_ADMIN,
+                    display_name="Quản trị demo",
+                    role="admin",
+                    password=password,
+                )
+            else:
+                accounts.set_password(conn, user.id, password)
+            password_file.write_text(password + "\n")
+            password_file.chmod(0o600)
+        if not token_file.exists():
+            _id, token = accounts.create_api_token(conn, name="demo", role="admin", created_by=user.id)
+            token_file.write_text(token + "\n")
+            token_file.chmod(0o600)
     return password_file.read_text().strip(), token_file
 
 
@@ -358,22 +356,17 @@ def _pass_note(material: DemoMaterial, label: str) -> str:
     return f"  (pass {display_pass_id(pass_id)})" if pass_id else ""
 
 
-def _hub_stats(hub_conf: Path) -> dict:
+def _hub_stats(engine: Engine) -> dict:
     """Ingest statistics read from the hub database (the JSON API wants a token the demo does not hold)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from hub.config import load
-    from hub.db import make_engine
     from hub.db.store import HubStore
 
-    engine = make_engine(load(hub_conf).database.url)
     try:
         return HubStore(engine).stats()
     except SQLAlchemyError as exc:
         log.warning("cannot read the hub statistics: %s", exc)
         return {}
-    finally:
-        engine.dispose()
 
 
 def _get_json(url: str, *, context: ssl.SSLContext | None = None) -> dict | None:
@@ -480,8 +473,9 @@ def main(
     )
     click.echo("==> hub database migrations")
     click.echo(f"==> sample passes issued by the hub; camera replay frames in {root / 'samples'}")
-    material = _hub_samples(hub_conf, root / "samples")
-    admin_password, token_file = _demo_credentials(hub_conf, root)
+    engine, hub_config = _hub_database(hub_conf)  # one engine for everything the demo reads or writes
+    material = _hub_samples(engine, hub_config, root / "samples")
+    admin_password, token_file = _demo_credentials(engine, root)
     identity = root / "kiosk-identity"
     kiosk_conf = root / "kiosk.toml"
     kiosk_tls = {
@@ -553,7 +547,7 @@ def main(
             click.echo(
                 f"==> kiosk {DEMO_KIOSK} enrols: venue, approved token, bundle, CSR over HTTPS (CA pinned)"
             )
-            bundle = _enrolment_bundle(hub_conf, pki, hub_url=base, folder=root / "enrol-bundle")
+            bundle = _enrolment_bundle(engine, pki, hub_url=base, folder=root / "enrol-bundle")
             enrolled = _enrol_kiosk(kiosk_conf, bundle=bundle, identity=identity, root=root)
             click.echo(f"   antoan-kiosk enrol --bundle {bundle}: {enrolled}")
         elif secure:
@@ -603,7 +597,7 @@ def main(
             for line in scans.new_lines():
                 click.echo(f"   kiosk: {line}")
             if now >= next_report:
-                stats = _hub_stats(hub_conf)
+                stats = _hub_stats(engine)
                 kiosks = {k["kiosk_id"]: k for k in stats.get("kiosks", [])}
                 k = kiosks.get(DEMO_KIOSK, {})
                 click.echo(
@@ -620,6 +614,7 @@ def main(
             click.echo("==> stopping")
         finally:  # even when the output is gone (a closed pipe), the children must stop
             stack.stop()
+            engine.dispose()
         click.echo("==> stopped")
 
 

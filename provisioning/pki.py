@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from protocol.keyfiles import key_pem, make_csr, new_key, write_private, write_public  # noqa: F401  (part of the CA API)
 from protocol.topics import is_valid_kiosk_id
 
 #: Client certificates for kiosks are valid this long unless told otherwise; renewal comes before expiry.
@@ -122,56 +122,8 @@ def common_name(cert: x509.Certificate) -> str | None:
     return str(names[0].value) if names else None
 
 
-def new_key() -> ec.EllipticCurvePrivateKey:
-    """A fresh EC P-256 private key (what a kiosk makes on first boot, and what the CA uses)."""
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def make_csr(key: ec.EllipticCurvePrivateKey, *, common_name_hint: str = "kiosk") -> bytes:
-    """A PEM CSR for ``key``. The CN is only a hint: the CA replaces it with the kiosk id."""
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name_hint)]))
-        .sign(key, hashes.SHA256())
-    )
-    return csr.public_bytes(serialization.Encoding.PEM)
-
-
-def key_pem(key, passphrase: bytes | None = None) -> bytes:
-    encryption = (
-        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
-    )
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-
-
 def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def write_private(path: Path, data: bytes) -> Path:
-    """Write a secret readable by its owner only (0600 from the first byte, never widened later)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
-
-
-def _write_public(path: Path, data: bytes) -> Path:
-    """Atomic replace, so the broker never reads a half-written CRL or certificate."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +135,7 @@ class KeyPair:
 
     def write(self, cert_path: Path, key_path: Path) -> None:
         """Certificate 0644, key 0600."""
-        _write_public(cert_path, cert_pem(self.cert))
+        write_public(cert_path, cert_pem(self.cert))
         write_private(key_path, key_pem(self.key))
 
 
@@ -300,7 +252,7 @@ class HubCA:
         layout.root.mkdir(parents=True, exist_ok=True)
         layout.issued.mkdir(exist_ok=True)
         write_private(layout.ca_key, key_pem(key, passphrase))
-        _write_public(layout.ca_cert, cert_pem(cert))
+        write_public(layout.ca_cert, cert_pem(cert))
         ca = cls(layout, cert=cert, key=key, clock=clock)
         ca._save_revoked({"crl_number": 0, "revoked": []})
         ca.write_crl()
@@ -358,7 +310,7 @@ class HubCA:
 
     def _sign(self, builder: x509.CertificateBuilder) -> x509.Certificate:
         cert = builder.sign(self._key, hashes.SHA256())
-        _write_public(self.layout.issued / f"{cert.serial_number:X}.pem", cert_pem(cert))
+        write_public(self.layout.issued / f"{cert.serial_number:X}.pem", cert_pem(cert))
         return cert
 
     @staticmethod
@@ -470,18 +422,19 @@ class HubCA:
             return {"crl_number": 0, "revoked": []}
 
     def _save_revoked(self, state: dict) -> None:
-        _write_public(self.layout.revoked, json.dumps(state, indent=1).encode())
+        write_public(self.layout.revoked, json.dumps(state, indent=1).encode())
+
+    @staticmethod
+    def _revocation(entry: dict) -> Revocation:
+        return Revocation(
+            serial=int(entry["serial"], 16),
+            reason=x509.ReasonFlags[entry["reason"]],
+            revoked_at=dt.datetime.fromisoformat(entry["revoked_at"]),
+            common_name=entry.get("common_name"),
+        )
 
     def revocations(self) -> list[Revocation]:
-        return [
-            Revocation(
-                serial=int(r["serial"], 16),
-                reason=x509.ReasonFlags[r["reason"]],
-                revoked_at=dt.datetime.fromisoformat(r["revoked_at"]),
-                common_name=r.get("common_name"),
-            )
-            for r in self._load_revoked()["revoked"]
-        ]
+        return [self._revocation(r) for r in self._load_revoked()["revoked"]]
 
     def is_revoked(self, serial: int) -> bool:
         return any(r.serial == serial for r in self.revocations())
@@ -499,12 +452,12 @@ class HubCA:
         connections: :func:`provisioning.broker.revoke_kiosk` also drops the live session.
         """
         flag = _reason(reason)
-        if flag in (x509.ReasonFlags.remove_from_crl,):
+        if flag is x509.ReasonFlags.remove_from_crl:
             raise PkiError("remove-from-crl is not a revocation reason")
         state = self._load_revoked()
         for entry in state["revoked"]:
             if int(entry["serial"], 16) == serial:
-                return next(r for r in self.revocations() if r.serial == serial)
+                return self._revocation(entry)
         issued = self.layout.issued / f"{serial:X}.pem"
         cn = common_name(x509.load_pem_x509_certificate(issued.read_bytes())) if issued.exists() else None
         now = self._clock().replace(microsecond=0)
@@ -553,5 +506,5 @@ class HubCA:
             builder = builder.add_revoked_certificate(revoked)
         crl = builder.sign(self._key, hashes.SHA256())
         self._save_revoked(state)
-        _write_public(self.layout.crl, crl.public_bytes(serialization.Encoding.PEM))
+        write_public(self.layout.crl, crl.public_bytes(serialization.Encoding.PEM))
         return crl

@@ -7,6 +7,7 @@ import fcntl
 import logging
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
@@ -29,6 +30,18 @@ _SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=30000",
     "PRAGMA foreign_keys=ON",
 )
+
+
+def to_db_time(value: datetime) -> datetime:
+    """A timezone-aware time as stored: UTC (SQLite keeps no offset, so every stored time is UTC)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("times must be timezone-aware, e.g. datetime.now(UTC)")
+    return value.astimezone(UTC)
+
+
+def from_db_time(value: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands back naive UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class DatabaseError(Exception):

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
+from hub.db import from_db_time
 from hub.db.schema import DEAD_LETTER_PAYLOAD_MAX
 from hub.db.schema import dead_letters as dead_letters_table
 from hub.db.schema import events as events_table
@@ -61,13 +62,8 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _to_utc(ts: datetime) -> datetime:
-    # SQLite keeps no offset, so every stored time is UTC; a naive time is taken to be UTC already.
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
 def _iso(ts: datetime | None) -> str | None:
-    return None if ts is None else _to_utc(ts).isoformat(timespec="milliseconds")
+    return None if ts is None else from_db_time(ts).isoformat(timespec="milliseconds")
 
 
 def _clean_text(value: str, limit: int | None = None) -> str:
@@ -94,7 +90,7 @@ _PG_INSERT_FROM_INCOMING = (
 
 def _sqlite_time(ts: datetime | None) -> str | None:
     # The text SQLAlchemy's SQLite DateTime type writes and reads back (UTC, no offset).
-    return None if ts is None else _to_utc(ts).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return None if ts is None else from_db_time(ts).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _json(body: dict) -> str:
@@ -157,7 +153,7 @@ class HubStore:
                 "outbox_depth": s.outbox_depth,
                 "oldest_unacked_age_s": s.oldest_unacked_age_s,
                 "list_ages": s.list_ages,
-                "state_sent_at": None if s.sent_at is None else _to_utc(s.sent_at),
+                "state_sent_at": None if s.sent_at is None else from_db_time(s.sent_at),
                 "last_seen": now,
             }
             for _, s in sorted(latest.items())
@@ -211,7 +207,7 @@ class HubStore:
                 dbapi.info["antoan_incoming_events"] = True
             with cursor.copy(_PG_COPY_INCOMING) as copy:
                 for e in rows:
-                    device_time = None if e.device_time is None else _to_utc(e.device_time)
+                    device_time = None if e.device_time is None else from_db_time(e.device_time)
                     copy.write_row(
                         (e.kiosk_id, e.epoch, e.seq, e.uuid, e.kind, device_time, now, _json(e.body))
                     )

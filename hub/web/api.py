@@ -20,10 +20,12 @@ Who may do what:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -33,6 +35,7 @@ from sqlalchemy import select
 from hub import devices as device_store
 from hub import passes as pass_store
 from hub.accounts import Role
+from hub.db import from_db_time
 from hub.db.schema import declarations as declarations_table
 from hub.db.schema import pass_status
 from hub.declarations import (
@@ -44,12 +47,12 @@ from hub.declarations import (
     validate_ncovi,
     validate_vhd,
 )
-from hub.keys import KeyRingError, from_db_time
+from hub.keys import KeyRingError
 from hub.openapi import Param, build_document, operation
 from hub.web.auth import public_view, token_required
 from hub.web.extensions import audit, hub_web, limiter, public_form_rate
 from protocol.healthpass import Colour
-from provisioning.pki import HubCA, PkiError
+from provisioning.pki import CaLayout, HubCA, PkiError
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -271,11 +274,6 @@ def _json(model: BaseModel, status: int = 200):
 
 def _raw_json(data: bytes) -> Response:
     return Response(data, mimetype="application/json")
-
-
-def _audit(conn, action: str, target_type: str | None, target_id: str | int | None, detail=None) -> None:
-    """Record an audit entry for the calling API token, inside ``conn``'s transaction."""
-    audit(conn, action, target_type, target_id, detail)
 
 
 def _validation_fields(exc: ValidationError) -> dict[str, str]:
@@ -500,7 +498,7 @@ def set_pass_status(pass_id: str):
                 409, "expired", f"the pass expired at {found.expires_at.isoformat()}; kiosks refuse it anyway"
             )
         pass_store.set_status(conn, found.pass_id, change.colour, change.reason, now)
-        _audit(
+        audit(
             conn, "pass_status_set", "pass", found.pass_id, {"colour": change.colour, "reason": change.reason}
         )
         return _json(_pass_info(conn, found, now))
@@ -526,7 +524,7 @@ def clear_pass_status(pass_id: str):
         if problem:
             return problem
         pass_store.clear_status(conn, found.pass_id, now)
-        _audit(conn, "pass_status_cleared", "pass", found.pass_id)
+        audit(conn, "pass_status_cleared", "pass", found.pass_id)
         return _json(_pass_info(conn, found, now))
 
 
@@ -557,7 +555,7 @@ def _submit(kind: str, validate, save):
     try:
         with web.engine.begin() as conn:
             saved = save(conn, model, keyring=web.keyring, settings=web.config.passes, now=_now())
-            _audit(
+            audit(
                 conn,
                 "declaration_submitted",
                 "declaration",
@@ -647,7 +645,7 @@ def search_declarations():
         ).all()
         truncated = len(rows) > SEARCH_LIMIT
         records = [_declaration_record(conn, row) for row in rows[:SEARCH_LIMIT]]
-        _audit(
+        audit(
             conn,
             "declarations_search",
             "id_number",
@@ -837,10 +835,33 @@ def _device_call(model: type[BaseModel], call):
 @public_view
 def ca_certificate():
     """The hub CA's certificate. Public: a kiosk accepts it only if its fingerprint is the pinned one."""
-    ca = _open_ca()
-    if ca is None:
+    layout = CaLayout(_enrolment().ca_dir)
+    if not _ca_usable(layout):
         return _error(404, "not_found", "this hub has no CA yet: run `antoan-provision ca init`")
-    return Response(ca.layout.ca_cert.read_bytes(), mimetype="application/x-pem-file")
+    return Response(layout.ca_cert.read_bytes(), mimetype="application/x-pem-file")
+
+
+def _ca_usable(layout: CaLayout) -> bool:
+    """Whether the CA opens with the configured passphrase, checked once per version of its files.
+
+    This URL is public and unthrottled: opening the CA decrypts its key, which must not happen per request.
+    """
+    try:
+        stamp = tuple(path.stat().st_mtime_ns for path in (layout.ca_cert, layout.ca_key))
+    except OSError:
+        return False
+    return _ca_opens(str(layout.root), stamp, os.environ.get(CA_PASSPHRASE_ENV))
+
+
+@functools.lru_cache(maxsize=8)
+def _ca_opens(root: str, _files_stamp: tuple[int, ...], passphrase: str | None) -> bool:
+    """Cached by the CA folder, its files' modification times and the passphrase."""
+    try:
+        HubCA.open(Path(root), passphrase=passphrase.encode() if passphrase else None)
+    except PkiError as exc:
+        current_app.logger.error("enrolment unavailable: %s", exc)
+        return False
+    return True
 
 
 @bp.post("/v1/enrol")

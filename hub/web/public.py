@@ -18,6 +18,7 @@ browser session that made the declaration.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -107,7 +108,12 @@ def _exposure_options() -> list[tuple[str, str]]:
 
 
 def _province_options() -> list[tuple[str, str]]:
-    return [(name, name) for name in sorted(decl.PROVINCES, key=_collation_key)]
+    return [(name, name) for name in _sorted_provinces()]
+
+
+@functools.cache
+def _sorted_provinces() -> tuple[str, ...]:
+    return tuple(sorted(decl.PROVINCES, key=_collation_key))
 
 
 def _doses_options() -> list[tuple[str, str]]:
@@ -126,12 +132,18 @@ def _collation_key(text: str) -> str:
 
 def country_options() -> list[tuple[str, str]]:
     """Every ISO country as (code, name in the current language), Viet Nam first, the rest by name."""
-    names = Locale.parse(str(get_locale() or "vi")).territories
+    return list(_country_options(str(get_locale() or "vi")))
+
+
+@functools.lru_cache(maxsize=8)
+def _country_options(locale: str) -> tuple[tuple[str, str], ...]:
+    # Built once per language: a family's form lists every country once per person.
+    names = Locale.parse(locale).territories
     rest = sorted(
         ((code, names.get(code, code)) for code in decl.COUNTRY_CODES if code != "VN"),
         key=lambda item: _collation_key(item[1]),
     )
-    return [("VN", names.get("VN", "Việt Nam")), *rest]
+    return (("VN", names.get("VN", "Việt Nam")), *rest)
 
 
 def _address_fields(prefix: str) -> tuple[FormField, ...]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,16 +18,11 @@ import pytest
 
 from hub import accounts
 from hub.db import make_engine, migrate
+from provisioning.broker import free_port
 from tests.helpers import Child, wait_for
 
 ADMIN_USER = "e2e-admin"
 ADMIN_PASSWORD = "e2e admin password"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def chromium_path() -> str | None:
@@ -55,12 +49,12 @@ def live_hub(tmp_path_factory) -> Iterator[LiveHub]:
             conn, username=ADMIN_USER, display_name="Quản trị E2E", role="admin", password=ADMIN_PASSWORD
         )
     engine.dispose()
-    port = _free_port()
+    port = free_port()
     env = {
         "ANTOAN_HUB__DATABASE__URL": db_url,
         "ANTOAN_HUB__WEB__PORT": str(port),
         "ANTOAN_HUB__WEB__HOST": "127.0.0.1",
-        "ANTOAN_HUB__MQTT__PORT": str(_free_port()),
+        "ANTOAN_HUB__MQTT__PORT": str(free_port()),
     }
     child = Child(["-m", "hub", "web"], log_path=folder / "web.log", env=env).start()
     base = f"http://127.0.0.1:{port}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import types
 
@@ -14,12 +13,7 @@ from flask import Flask
 
 import hub.__main__ as cli
 from hub.__main__ import main
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from provisioning.broker import free_port
 
 
 @pytest.fixture
@@ -111,7 +105,7 @@ def test_missing_config_file_is_one_clear_error(runner, tmp_path):
 
 
 def test_unreachable_database_is_one_clear_error(runner):
-    url = f"postgresql+psycopg://nobody@127.0.0.1:{_free_port()}/none"
+    url = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none"
     result = runner.invoke(main, ["migrate"], env={"ANTOAN_HUB__DATABASE__URL": url}, catch_exceptions=False)
     assert result.exit_code == 1
     assert "database error" in result.output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import uuid
 from datetime import UTC, datetime
@@ -17,14 +16,8 @@ from hub.db import make_engine
 from hub.db.store import DeadLetter, EventRow, KioskStateRow
 from hub.web import create_app
 from hub.web.app import BrokerHealth
+from provisioning.broker import free_port
 from tests.hub.staff_helpers import bearer, login, make_token, make_user
-
-
-def _free_port() -> int:
-    """A loopback port nobody listens on (bound once by the OS, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _config(db_url: str, mqtt_port: int, **web) -> HubConfig:
@@ -41,7 +34,7 @@ def _broker_answers(app: Flask) -> None:
 
 @pytest.fixture
 def app(db_url):
-    app = create_app(_config(db_url, _free_port()))
+    app = create_app(_config(db_url, free_port()))
     yield app
     app.extensions["antoan"].engine.dispose()
 
@@ -156,9 +149,9 @@ def test_healthz_is_200_when_database_and_broker_answer(app, client):
 
 
 def test_healthz_reports_an_unreachable_database():
-    engine = make_engine(f"postgresql+psycopg://nobody@127.0.0.1:{_free_port()}/none")
+    engine = make_engine(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none")
     # With a configured secret key the app starts without its database (no session key to read from it).
-    app = create_app(_config("sqlite://", _free_port(), secret_key="s3cret"), engine=engine)
+    app = create_app(_config("sqlite://", free_port(), secret_key="s3cret"), engine=engine)
     _broker_answers(app)
     try:
         response = app.test_client().get("/healthz")
@@ -208,12 +201,12 @@ def test_security_headers_on_every_response(client, url):
 
 
 def test_secret_key_comes_from_config_or_is_random_and_shared_through_the_database(db_url, tmp_path):
-    configured = create_app(_config(db_url, _free_port(), secret_key="s3cret-from-env"))
+    configured = create_app(_config(db_url, free_port(), secret_key="s3cret-from-env"))
     engine = configured.extensions["antoan"].engine
     # Unset: made at random once and kept in the database, so every worker and restart signs alike.
-    random_1 = create_app(_config(db_url, _free_port()), engine=engine)
-    random_2 = create_app(_config(db_url, _free_port()), engine=engine)
-    other = create_app(_config(f"sqlite:///{tmp_path / 'other' / 'hub.db'}", _free_port()))
+    random_1 = create_app(_config(db_url, free_port()), engine=engine)
+    random_2 = create_app(_config(db_url, free_port()), engine=engine)
+    other = create_app(_config(f"sqlite:///{tmp_path / 'other' / 'hub.db'}", free_port()))
     try:
         assert configured.secret_key == "s3cret-from-env"
         assert isinstance(random_1.secret_key, bytes) and len(random_1.secret_key) >= 32
@@ -230,7 +223,7 @@ def mosquitto(tmp_path):
     binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
     if binary is None:
         pytest.skip("mosquitto is not installed")
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n")
     proc = subprocess.Popen(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import cv2
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from kiosk.enrol import EnrolError, scan_enrolment_qr
 from kiosk.scanner.decode import make_decoder
 from kiosk.scanner.sources import ReplaySource
 from protocol.enrolment import Bundle
+from provisioning.broker import free_port
 
 FINGERPRINT = "ab" * 32
 
@@ -32,16 +31,10 @@ def _frame(path, text: str | None) -> None:
     cv2.imwrite(str(path), frame)
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def bundle() -> Bundle:
     return Bundle(
-        hub_url=f"https://127.0.0.1:{_closed_port()}",
+        hub_url=f"https://127.0.0.1:{free_port()}",
         ca_fingerprint=FINGERPRINT,
         token="ABCDEFGHJKMNPQRSTVWXYZ23",
         kiosk_id="kiosk-q1-0001",
