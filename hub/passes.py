@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from hub.config import PassSettings
-from hub.db import from_db_time, to_db_time
+from hub.db import dialect_insert, from_db_time, to_db_time
 from hub.db.schema import pass_status, passes
 from hub.keys import STATUS, KeyRing, bump_list_version, list_version
 from protocol.healthpass import Colour, PassClaims, PassKind, StatusList, encode_pass
@@ -270,6 +270,72 @@ def set_status(conn: Connection, pass_id: str, colour: Colour | str, reason: str
     )
     conn.execute(upsert)
     bump_list_version(conn, STATUS, now)
+
+
+def raise_statuses(conn: Connection, changes: dict[str, tuple[Colour | str, str]], now: datetime) -> int:
+    """Raise many passes' listed colour at once (``{pass_id: (colour, reason)}``), one version bump.
+
+    A pass already listed at the same or a worse colour keeps its entry; unknown or expired passes are
+    skipped. Returns how many entries changed.
+    """
+    if not changes:
+        return 0
+    now = to_db_time(now)
+    ids = sorted(changes)
+    current: dict[str, tuple[str, str | None, datetime]] = {}
+    for start in range(0, len(ids), 500):
+        rows = conn.execute(
+            select(
+                passes.c.pass_id, passes.c.colour, pass_status.c.colour.label("listed"), passes.c.expires_at
+            )
+            .select_from(passes.outerjoin(pass_status, pass_status.c.pass_id == passes.c.pass_id))
+            .where(passes.c.pass_id.in_(ids[start : start + 500]))
+            .where(passes.c.expires_at > now)
+        )
+        current.update({r.pass_id: (r.colour, r.listed, r.expires_at) for r in rows})
+    rows = []
+    for pass_id, (signed, listed, expires_at) in current.items():
+        colour, reason = changes[pass_id]
+        colour = _choice(Colour, colour, "colour")
+        shown = Colour.worst(signed, listed) if listed else Colour(signed)
+        if colour.severity <= shown.severity:
+            continue
+        rows.append(
+            {
+                "pass_id": pass_id,
+                "colour": colour.value,
+                "reason": reason[:MAX_REASON_CHARS],
+                "changed_at": now,
+                "expires_at": expires_at,
+            }
+        )
+    if not rows:
+        return 0
+    upsert = dialect_insert(conn, pass_status)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[pass_status.c.pass_id],
+        set_={c: upsert.excluded[c] for c in ("colour", "reason", "changed_at")},
+    )
+    for start in range(0, len(rows), 1000):
+        conn.execute(upsert, rows[start : start + 1000])
+    bump_list_version(conn, STATUS, now)
+    return len(rows)
+
+
+def clear_statuses(conn: Connection, pass_ids: list[str], reason_prefix: str, now: datetime) -> int:
+    """Take passes off the status list when their entry's reason starts with ``reason_prefix``."""
+    removed = 0
+    ids = sorted(set(pass_ids))
+    for start in range(0, len(ids), 500):
+        removed += conn.execute(
+            delete(pass_status).where(
+                pass_status.c.pass_id.in_(ids[start : start + 500]),
+                pass_status.c.reason.startswith(reason_prefix, autoescape=True),
+            )
+        ).rowcount
+    if removed:
+        bump_list_version(conn, STATUS, now)
+    return removed
 
 
 def clear_status(conn: Connection, pass_id: str, now: datetime) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
@@ -267,4 +268,126 @@ enrolment_tokens = Table(
     Column("approved_by", String(200), nullable=True),
     Column("used_at", DateTime(timezone=True), nullable=True),
     Column("used_cert_serial", String(64), nullable=True),
+)
+
+# ------------------------------------------------------------------------------ tracing (revision 0004)
+
+#: One row per person the hub has seen, keyed by an HMAC of their ID number (or ``pass:<id>`` for a pass
+#: the hub cannot link to a declaration); tracing works on the integer ``id``.
+persons = Table(
+    "persons",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("person_key", String(80), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+#: Which person each declaration belongs to (filled as declarations are linked, see hub/identity.py).
+declaration_persons = Table(
+    "declaration_persons",
+    metadata,
+    Column("declaration_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("person_id", BigInteger, nullable=False),
+    Index("ix_declaration_persons_person_id", "person_id"),
+)
+
+#: Presence intervals derived from check-in/check-out events on ingest. Times are epoch seconds (UTC)
+#: so range scans compare integers on both backends. A stay is never longer than 12 h (the check), and
+#: each venue's longest stay is kept in ``venue_stays`` so scans can start at ``arrive - max_stay``.
+visits = Table(
+    "visits",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("venue_id", String(64), nullable=False),
+    Column("person_id", BigInteger, nullable=False),
+    Column("arrive_s", BigInteger, nullable=False),
+    Column("depart_s", BigInteger, nullable=False),
+    Column("arrive_scanned", Boolean, nullable=False),
+    Column("depart_scanned", Boolean, nullable=False),
+    # Bumped on insert and on every change, from one counter held until commit: readers that keep an
+    # in-memory copy fetch ``rev > last`` and see changes in commit order.
+    Column("rev", BigInteger, nullable=False),
+    # The event that created the row: a resent event finds it and changes nothing.
+    Column("kiosk_id", String(64), nullable=False),
+    Column("epoch", String(32), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    UniqueConstraint("kiosk_id", "epoch", "seq", name="uq_visits_kiosk_epoch_seq"),
+    CheckConstraint("depart_s >= arrive_s AND depart_s - arrive_s <= 43200", name="stay_bounded"),
+    Index("ix_visits_venue_span", "venue_id", "arrive_s", "depart_s", "person_id"),
+    Index("ix_visits_person_arrive", "person_id", "arrive_s"),
+    Index("ix_visits_rev", "rev"),
+)
+
+venue_stays = Table(
+    "venue_stays",
+    metadata,
+    Column("venue_id", String(64), primary_key=True),
+    Column("max_stay_s", Integer, nullable=False),
+)
+
+#: A confirmed case (F0) opened by a health official, with its look-back window.
+cases = Table(
+    "cases",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("person_id", BigInteger, nullable=False),
+    Column("opened_from", String(16), nullable=False),  # declaration | pass | cccd | phone
+    Column("declaration_id", BigInteger, nullable=True),
+    Column("label", String(200), nullable=False),
+    Column("onset_date", Date, nullable=True),
+    Column("test_date", Date, nullable=True),
+    Column("window_start_s", BigInteger, nullable=False),
+    Column("window_end_s", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # open | closed
+    Column("note", Text, nullable=True),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("f1_count", Integer, nullable=False),
+    Column("f2_state", String(16), nullable=False),  # pending | running | done | failed
+    Column("f2_progress", Float, nullable=False),
+    Column("f2_count", Integer, nullable=False),
+    Column("f2_started_at", DateTime(timezone=True), nullable=True),
+    Column("f2_finished_at", DateTime(timezone=True), nullable=True),
+    Column("f2_error", Text, nullable=True),
+    Index("ix_cases_person_id", "person_id"),
+)
+
+#: F1 and F2 of a case, one row per person, with the encounters that made them a contact.
+case_contacts = Table(
+    "case_contacts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("case_id", BigInteger, nullable=False),
+    Column("person_id", BigInteger, nullable=False),
+    Column("degree", Integer, nullable=False),  # 1 = F1, 2 = F2
+    Column("via_person_id", BigInteger, nullable=False),
+    Column("first_contact_s", BigInteger, nullable=False),
+    Column("last_contact_s", BigInteger, nullable=False),
+    Column("overlap_s", Integer, nullable=False),  # the longest single encounter
+    Column("encounters", Integer, nullable=False),
+    Column("reasons", JSON, nullable=False),  # the first encounters: venue, times, overlap, source
+    Column("status", String(16), nullable=False),  # suggested | confirmed | dismissed
+    Column("decided_by", String(200), nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("case_id", "person_id", name="uq_case_contacts_case_person"),
+    Index("ix_case_contacts_case_degree_status", "case_id", "degree", "status"),
+    Index("ix_case_contacts_person_id", "person_id"),
+)
+
+#: Notices to people linked to a case; unique per person and case, so nobody is told twice.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("case_id", BigInteger, nullable=False),
+    Column("person_id", BigInteger, nullable=False),
+    Column("degree", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # held|pending|sending|sent|failed|no_contact|cancelled
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("case_id", "person_id", name="uq_notifications_case_person"),
+    Index("ix_notifications_status_next", "status", "next_attempt_at"),
 )

@@ -7,17 +7,20 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from hub.db import from_db_time
+from hub.db import from_db_time, writing
 from hub.db.schema import DEAD_LETTER_PAYLOAD_MAX
 from hub.db.schema import dead_letters as dead_letters_table
 from hub.db.schema import events as events_table
 from hub.db.schema import kiosks as kiosks_table
+from hub.identity import HubIdentity
+from hub.presence import PRESENCE_KINDS, Presence
+from hub.tracing_rules import TracingRules
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +103,20 @@ def _json(body: dict) -> str:
 class HubStore:
     """Reads and writes the ingest tables on ``engine``; ``clock`` gives received/last-seen times."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = _utc_now):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        presence: Presence | Literal["default"] | None = "default",
+    ):
         self.engine = engine
+        self._writer = writing(engine)
         self._clock = clock
+        # Check-ins become presence intervals in the same transaction, so tracing never misses one.
+        if presence == "default":
+            presence = Presence(HubIdentity(engine), TracingRules())
+        self._presence = presence
         dialect = engine.dialect.name
         if dialect == "sqlite":
             self._insert = sqlite.insert
@@ -160,13 +174,19 @@ class HubStore:
         ]
         if not (event_rows or letter_rows or state_rows):
             return
-        with self.engine.begin() as conn:
+        presence = self._presence if any(e.kind in PRESENCE_KINDS for e in event_rows) else None
+        if presence is not None:
+            presence.prepare()
+        with self._writer.begin() as conn:
             if state_rows:
                 conn.execute(self._upsert_kiosks, state_rows)
             if letter_rows:
                 conn.execute(dead_letters_table.insert(), letter_rows)
             if event_rows:
+                fresh = presence.new_keys(conn, event_rows) if presence is not None else set()
                 self._write_events(conn, event_rows, now)
+                if fresh:
+                    presence.apply(conn, event_rows, fresh, now)
         log.debug(
             "committed %s events, %s dead letters, %s kiosk states",
             len(event_rows),

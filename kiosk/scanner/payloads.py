@@ -27,8 +27,6 @@ kiosk maps them to Vietnamese text.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import unicodedata
@@ -38,11 +36,8 @@ from datetime import date
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
-from nacl.bindings import crypto_box_SEALBYTES
-from nacl.exceptions import CryptoError
-from nacl.public import PrivateKey, PublicKey, SealedBox
-
 from protocol import cccd
+from protocol import sealed as sealed_box
 
 #: Prefix of the hub's signed health pass (the codec lives in protocol/healthpass.py).
 HEALTH_PASS_PREFIX: Final = "AT1:"
@@ -51,7 +46,7 @@ MAX_RAW_BYTES: Final = 2048
 MAX_NAME_CHARS: Final = 100
 MAX_ADDRESS_CHARS: Final = 300
 #: Largest sealed identity text :func:`open_identity` accepts (a sealed card is about 3 KiB at most).
-MAX_SEALED_CHARS: Final = 8192
+MAX_SEALED_CHARS: Final = sealed_box.MAX_SEALED_CHARS
 
 Gender = Literal["Nam", "Nữ"]
 
@@ -320,14 +315,7 @@ def seal_identity(card: CccdCard, hub_public_key: bytes) -> str:
 
     Only the hub's private key opens it. Sealed boxes are randomised: sealing twice gives different texts.
     """
-    key = bytes(hub_public_key)
-    if len(key) != PublicKey.SIZE:
-        raise ValueError(
-            f"the hub public key must be {PublicKey.SIZE} raw bytes (X25519), got {len(key)}; "
-            "check the hub encryption key in the kiosk configuration"
-        )
-    sealed = SealedBox(PublicKey(key)).encrypt(_canonical_json(card))
-    return base64.b64encode(sealed).decode("ascii")
+    return sealed_box.seal(_canonical_json(card), hub_public_key)
 
 
 def open_identity(sealed: str, hub_private_key: bytes, *, today: date | None = None) -> CccdCard:
@@ -335,24 +323,10 @@ def open_identity(sealed: str, hub_private_key: bytes, *, today: date | None = N
 
     Raises :class:`PayloadError` (``sealed_*`` or ``cccd_*`` reasons).
     """
-    key = bytes(hub_private_key)
-    if len(key) != PrivateKey.SIZE:
-        raise ValueError(
-            f"the hub private key must be {PrivateKey.SIZE} raw bytes (X25519), got {len(key)}; "
-            "check the hub's encryption key file"
-        )
-    if len(sealed) > MAX_SEALED_CHARS:
-        raise _fail("sealed_encoding")
     try:
-        ciphertext = base64.b64decode(sealed, validate=True)
-    except (binascii.Error, ValueError):
-        raise _fail("sealed_encoding") from None
-    if len(ciphertext) < crypto_box_SEALBYTES:  # shorter than the ephemeral key + MAC
-        raise _fail("sealed_decrypt")
-    try:
-        plaintext = SealedBox(PrivateKey(key)).decrypt(ciphertext)
-    except CryptoError:
-        raise _fail("sealed_decrypt") from None
+        plaintext = sealed_box.open_sealed(sealed, hub_private_key)
+    except sealed_box.SealedError as exc:
+        raise _fail(exc.reason) from None
     try:
         doc: Any = json.loads(plaintext.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):

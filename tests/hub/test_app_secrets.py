@@ -6,8 +6,8 @@ import threading
 
 from hub.config import HubConfig
 from hub.db import make_engine, migrate
+from hub.stored_secrets import hub_secret
 from hub.web import create_app
-from hub.web.app import hub_secret
 
 
 def test_unconfigured_session_key_is_shared_by_every_app_on_the_database(db_url):
