@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from flask import Blueprint, Flask, jsonify, render_template, request
 from flask_babel import force_locale, get_locale
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Engine, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, text
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from hub.config import HubConfig, load
 from hub.db import make_engine, migrate
-from hub.db.schema import hub_secrets
 from hub.db.store import HubStore
+from hub.identity import HubIdentity
+from hub.presence import Presence
+from hub.stored_secrets import hub_secret
 from hub.web.extensions import (
     DEFAULT_LOCALE,
     babel,
@@ -99,13 +99,24 @@ def _probe_settings(config: HubConfig) -> MqttSettings:
 class HubWeb:
     """What the web app's views use, kept on ``app.extensions["antoan"]``."""
 
-    def __init__(self, config: HubConfig, engine: Engine, store: HubStore, broker: BrokerHealth):
+    def __init__(
+        self,
+        *,
+        config: HubConfig,
+        engine: Engine,
+        store: HubStore,
+        broker: BrokerHealth,
+        identity: HubIdentity,
+    ):
         self.config = config
         self.engine = engine
         self.store = store
         self.broker = broker
+        self.identity = identity
         self._keyring = None
         self._keyring_lock = threading.Lock()
+        self._tracing_jobs = None
+        self._jobs_lock = threading.Lock()
 
     @property
     def keyring(self):
@@ -116,6 +127,28 @@ class HubWeb:
 
                 self._keyring = KeyRing(self.engine, self.config.passes)
             return self._keyring
+
+    @property
+    def tracing_jobs(self):
+        """The F2 worker (:class:`hub.cases.TracingJobs`), started on first use.
+
+        Not at app creation: tests make many apps, and a worker thread (with its in-memory visit index)
+        belongs only to an app that traces. Starting resumes the cases a restart left pending.
+        """
+        with self._jobs_lock:
+            if self._tracing_jobs is None:
+                from hub.cases import TracingJobs
+
+                jobs = TracingJobs(self.engine, self.config.tracing)
+                self._tracing_jobs = jobs.start()
+            return self._tracing_jobs
+
+    def close(self) -> None:
+        """Stop the background work this app started (the F2 worker finishes its current job first)."""
+        with self._jobs_lock:
+            jobs, self._tracing_jobs = self._tracing_jobs, None
+        if jobs is not None:
+            jobs.stop()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -154,25 +187,6 @@ def _security_headers(response):
     return response
 
 
-def hub_secret(engine: Engine, name: str, nbytes: int = 32) -> bytes:
-    """A secret the hub keeps in its database, made on first use; every process gets the same one."""
-    with engine.begin() as conn:
-        value = conn.execute(select(hub_secrets.c.value).where(hub_secrets.c.name == name)).scalar()
-        if value is not None:
-            return bytes(value)
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                insert(hub_secrets).values(
-                    name=name, value=secrets.token_bytes(nbytes), created_at=datetime.now(UTC)
-                )
-            )
-    except IntegrityError:
-        pass  # another process made it first
-    with engine.connect() as conn:
-        return bytes(conn.execute(select(hub_secrets.c.value).where(hub_secrets.c.name == name)).scalar_one())
-
-
 def _error_page(code: int, title, message):
     """An error handler: JSON under /api (English), else the page in the visitor's language."""
 
@@ -191,7 +205,7 @@ def create_app(config: HubConfig | None = None, *, engine: Engine | None = None)
     ``config`` defaults to :func:`hub.config.load` (environment only). Without ``engine`` one is made
     from ``config.database.url`` and migrated; a given engine is used as it is.
     """
-    from hub.web import admin, api, auth, public
+    from hub.web import admin, api, api_cases, auth, cases, public
 
     if config is None:
         config = load()
@@ -221,8 +235,13 @@ def create_app(config: HubConfig | None = None, *, engine: Engine | None = None)
     if config.web.trust_proxy:
         n = config.web.trust_proxy
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+    identity = HubIdentity(engine)
     app.extensions["antoan"] = HubWeb(
-        config=config, engine=engine, store=HubStore(engine), broker=BrokerHealth(_probe_settings(config))
+        config=config,
+        engine=engine,
+        store=HubStore(engine, presence=Presence(identity, config.tracing)),
+        broker=BrokerHealth(_probe_settings(config)),
+        identity=identity,
     )
     babel.init_app(app, locale_selector=select_locale)
     csrf.init_app(app)
@@ -234,9 +253,12 @@ def create_app(config: HubConfig | None = None, *, engine: Engine | None = None)
     app.register_blueprint(public.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(cases.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(api_cases.bp)
     app.register_blueprint(health)
     csrf.exempt(api.bp)  # bearer tokens only: no cookie, so no cross-site request forgery
+    csrf.exempt(api_cases.bp)
     app.before_request(auth.end_stale_sessions)
     app.after_request(_security_headers)
     app.register_error_handler(

@@ -42,6 +42,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     ),
     "admin": (
         "hub/web/admin.py",
+        "hub/web/cases.py",
         "hub/web/templates/admin",
     ),
 }

@@ -145,8 +145,29 @@ def _got_through(response) -> bool:
 
 def test_the_matrix_covers_urls_of_every_kind():
     assert {"/admin/users", "/admin/declarations", "/admin/audit"} <= {p.values[1] for p in SESSION}
-    assert "/api/stats" in {p.values[1] for p in TOKEN}
+    assert {"/admin/cases/", "/admin/cases/<int:case_id>", "/admin/cases/<int:case_id>/export.csv"} <= {
+        p.values[1] for p in SESSION
+    }
+    assert {"/api/stats", "/api/v1/cases", "/api/v1/cases/<int:case_id>/contacts"} <= {
+        p.values[1] for p in TOKEN
+    }
     assert "/login" in {p.values[1] for p in PUBLIC_GET}
+
+
+#: Cases hold who met whom: only health officials and admins, on the pages and in the API.
+CASE_URL_PREFIXES = ("/admin/cases", "/api/v1/cases")
+
+
+def test_case_urls_admit_only_health_officials_and_admins():
+    case_routes = [r for r in ROUTES if r[1].startswith(CASE_URL_PREFIXES)]
+    assert len(case_routes) >= 10
+    app = create_app(hub_config("sqlite://", secret_key="x"))
+    try:
+        for endpoint, rule, method, _kind in case_routes:
+            allowed = set(app.view_functions[endpoint].allowed_roles)
+            assert allowed == {Role.HEALTH_OFFICIAL, Role.ADMIN}, f"{method} {rule}"
+    finally:
+        app.extensions["antoan"].engine.dispose()
 
 
 def test_every_view_carries_an_auth_marker():
