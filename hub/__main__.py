@@ -267,6 +267,48 @@ def purge(ctx: click.Context, dry_run: bool, batch_size: int) -> None:
     )
 
 
+@main.command()
+@click.option("--once", is_flag=True, help="Queue and send what is due now, print the counts and exit.")
+@click.pass_context
+def notify(ctx: click.Context, once: bool) -> None:
+    """Notify the contacts of open cases through the webhook (notify.webhook_url), once each.
+
+    Runs until SIGTERM or Ctrl-C (the bridge runs the same loop when notify.webhook_url is set; running
+    both is safe: a notice is claimed by one sender only). Large batches wait for an official's release.
+    """
+    import signal
+    import threading
+
+    from hub.notify import Notifier, NotifyError
+
+    config = _config(ctx)
+    if config.notify.webhook_url is None:
+        raise click.ClickException(
+            "notifications are off: set notify.webhook_url and ANTOAN_HUB__NOTIFY__WEBHOOK_SECRET(_FILE)"
+        )
+    stop = threading.Event()
+    with _database(config, NotifyError) as engine:
+        notifier = Notifier(engine, config.notify, stop_event=stop)
+        if once:
+            queued, sent = notifier.run_once()
+            click.echo(
+                json.dumps(
+                    {"queued": queued.total, "held": sum(queued.held.values()), **sent.as_dict()},
+                    ensure_ascii=False,
+                )
+            )
+            return
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        click.echo(f"notifier running every {config.notify.interval_s:g} s; Ctrl-C stops it", err=True)
+        notifier.start()
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            notifier.stop()
+
+
 # --------------------------------------------------------------------- staff accounts and API tokens
 
 #: The values of hub.accounts.Role, spelled out so the CLI loads without argon2 (tests check they match).

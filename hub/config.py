@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from hub.tracing_rules import TracingRules
 from protocol.messages import MAX_PAYLOAD_BYTES
 from protocol.settings import MqttSettings, Section, TlsSettings, load_config
 
@@ -129,6 +130,15 @@ class RetentionSettings(Section):
         default=60, ge=1, description="Declarations and their passes older than this are purged."
     )
     audit_days: int = Field(default=365, ge=30, description="Audit log entries older than this are purged.")
+    presence_days: int = Field(
+        default=30,
+        ge=1,
+        description=(
+            "Presence data (visits, check-in and check-out events) that ended longer ago than this is "
+            "purged; keep it above tracing.lookback_days + tracing.f2_window_days (14 + 7 by default) so "
+            "tracing sees a whole window."
+        ),
+    )
     purge_interval_s: int = Field(
         default=3600, ge=0, description="How often the bridge runs the purge; 0 turns the schedule off."
     )
@@ -146,6 +156,77 @@ class EnrolmentSettings(Section):
     cert_days: int = Field(default=90, ge=1, le=825, description="Validity of kiosk certificates.")
 
 
+class NotifySettings(Section):
+    webhook_url: str | None = Field(
+        default=None,
+        description=(
+            "Where notices to contacts are POSTed (an SMS gateway's webhook, http:// or https://); "
+            "none: notifications are off."
+        ),
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Key of the HMAC-SHA256 signature of every webhook request; set "
+            "ANTOAN_HUB__NOTIFY__WEBHOOK_SECRET(_FILE). Required with webhook_url."
+        ),
+    )
+    ca_file: Path | None = Field(
+        default=None,
+        description="CA certificate (PEM) the gateway's HTTPS certificate chains to; default: system.",
+    )
+    status_url: str | None = Field(
+        default=None,
+        description="Address of the citizen status page put in each notice, e.g. https://hub.example.vn/tinh-trang.",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="Time limit of one webhook request.")
+    max_attempts: int = Field(
+        default=8, ge=1, le=100, description="Requests per notice before it is marked failed."
+    )
+    backoff_base_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Wait after the first failure; doubles each retry (with jitter).",
+    )
+    backoff_max_s: float = Field(default=3600.0, gt=0, le=86400, description="Longest wait between retries.")
+    lease_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="A notice claimed by a sender that crashed is retried after this; longer than timeout_s.",
+    )
+    hold_above: int = Field(
+        default=500,
+        ge=0,
+        description=(
+            "Circuit breaker: when one pass would notify more people than this for one case, the notices "
+            "are held until a health official releases them."
+        ),
+    )
+    batch_size: int = Field(default=100, ge=1, le=10_000, description="Notices claimed per round.")
+    interval_s: float = Field(
+        default=30.0, gt=0, le=3600, description="How often the notifier looks for work."
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("use an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_and_lease(self) -> NotifySettings:
+        if self.webhook_url is not None and self.webhook_secret is None:
+            raise ValueError("webhook_url needs webhook_secret (ANTOAN_HUB__NOTIFY__WEBHOOK_SECRET_FILE)")
+        if self.lease_s <= self.timeout_s:
+            raise ValueError("lease_s must be longer than timeout_s (else a slow request is sent twice)")
+        if self.backoff_max_s < self.backoff_base_s:
+            raise ValueError("backoff_max_s must be at least backoff_base_s")
+        return self
+
+
 class HubConfig(Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
@@ -154,6 +235,8 @@ class HubConfig(Section):
     passes: PassSettings = Field(default_factory=PassSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     enrolment: EnrolmentSettings = Field(default_factory=EnrolmentSettings)
+    tracing: TracingRules = Field(default_factory=TracingRules)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
 
 def load(path: Path | None = None, environ=None) -> HubConfig:

@@ -1,4 +1,5 @@
-"""Pages for citizens: start page, NCOVI and VHD declaration forms, health pass pages, finding a pass.
+"""Pages for citizens: start page, NCOVI and VHD declaration forms, health pass pages, finding a pass,
+and the exposure status page.
 
 The forms are plain HTML posted back to the same URL; their field names are the paths of
 :mod:`hub.declarations`' models (``declarant.address.province``, ``members.1.birth_date``), so the
@@ -14,6 +15,10 @@ forever: once the pass expires, or its declaration is purged, the pages stop sho
 images are sent ``no-store`` and ``noindex``, and the ``no-referrer`` policy keeps the id out of other
 sites' logs. The reasons for a colour (symptoms, exposure) are shown only on the result page, to the
 browser session that made the declaration.
+
+The exposure status page (``/tinh-trang``) asks for the pass id and the birth date, like "find my pass",
+and answers "not found" the same way for both. It shows the holder where and when their visits met a
+confirmed case (or a contact of one), their degree and what to do: never the case, nor whom they met.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import functools
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from babel import Locale
@@ -30,10 +35,13 @@ from flask import Blueprint, abort, make_response, redirect, render_template, re
 from flask_babel import format_datetime, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from sqlalchemy import and_, select
 from werkzeug.datastructures import MultiDict
 
 from hub import declarations as decl
 from hub import pass_rules
+from hub.db.schema import case_contacts, cases, declaration_persons, declarations, persons
+from hub.notify import Exposure, exposures
 from hub.passes import display_pass_id, normalise_pass_id, qr_png, qr_svg
 from hub.web.auth import public_view
 from hub.web.extensions import hub_web, limiter, public_form_rate
@@ -668,13 +676,8 @@ class _FindForm:
     not_found: bool = False
 
 
-@bp.route("/tim-the", methods=["GET", "POST"])
-@limiter.limit(public_form_rate, methods=["POST"])
-@public_view
-def find_pass():
-    """Find a health pass again with its id and the holder's birth date."""
-    if request.method == "GET":
-        return render_template("public/find.html", form=_FindForm())
+def _read_find_form() -> tuple[_FindForm, date | int | None]:
+    """The pass id and birth date posted to "find my pass" or the status page, with field errors."""
     form = _FindForm(
         pass_id=request.form.get("pass_id", "")[:40], birth_date=request.form.get("birth_date", "")[:20]
     )
@@ -687,6 +690,17 @@ def find_pass():
         form.errors["birth_date"] = _("Enter the birth date of the pass holder.")
     elif birth is None:
         form.errors["birth_date"] = _("Enter a date as dd/mm/yyyy, or the birth year.")
+    return form, birth
+
+
+@bp.route("/tim-the", methods=["GET", "POST"])
+@limiter.limit(public_form_rate, methods=["POST"])
+@public_view
+def find_pass():
+    """Find a health pass again with its id and the holder's birth date."""
+    if request.method == "GET":
+        return render_template("public/find.html", form=_FindForm())
+    form, birth = _read_find_form()
     if form.errors:
         return render_template("public/find.html", form=form), 400
     with hub_web().engine.connect() as conn:
@@ -695,6 +709,85 @@ def find_pass():
         form.not_found = True
         return render_template("public/find.html", form=form), 404
     return redirect(url_for("public.pass_page", pass_id=found.pass_id), code=303)
+
+
+# --------------------------------------------------------------------------------- exposure status
+
+
+@dataclass(frozen=True)
+class ExposureNotice:
+    """One open case the person is a contact of: their degree and where and when (never whom)."""
+
+    degree: int
+    places: list[Exposure]
+    more: bool  # more encounters were recorded than are listed
+
+
+def _person_of(conn, declaration_id: int) -> int | None:
+    """The tracing person of a declaration: its link, else the person key of its ID number (a
+    declaration made after the last linking has none yet); None when the person never checked in."""
+    linked = conn.execute(
+        select(declaration_persons.c.person_id).where(declaration_persons.c.declaration_id == declaration_id)
+    ).scalar()
+    if linked is not None:
+        return int(linked)
+    number = conn.execute(
+        select(declarations.c.id_number).where(declarations.c.id == declaration_id)
+    ).scalar()
+    if number is None:
+        return None
+    key = hub_web().identity.person_key(number)
+    found = conn.execute(select(persons.c.id).where(persons.c.person_key == key)).scalar()
+    return None if found is None else int(found)
+
+
+def exposure_notices(conn, declaration_id: int) -> list[ExposureNotice]:
+    """The open cases (not dismissed) the declaration's person is a contact of, F1 first."""
+    person_id = _person_of(conn, declaration_id)
+    if person_id is None:
+        return []
+    rows = conn.execute(
+        select(case_contacts.c.degree, case_contacts.c.reasons, case_contacts.c.encounters)
+        .join(cases, cases.c.id == case_contacts.c.case_id)
+        .where(
+            and_(
+                case_contacts.c.person_id == person_id,
+                case_contacts.c.status != "dismissed",
+                cases.c.status == "open",
+            )
+        )
+        .order_by(case_contacts.c.degree, case_contacts.c.first_contact_s)
+    ).all()
+    return [
+        ExposureNotice(int(degree), exposures(conn, reasons), int(count) > len(reasons or ()))
+        for degree, reasons, count in rows
+    ]
+
+
+@bp.route("/tinh-trang", methods=["GET", "POST"])
+@limiter.limit(public_form_rate, methods=["POST"])
+@public_view
+def exposure_status():
+    """Whether the pass holder's recorded visits are linked to a confirmed case (pass id + birth date)."""
+    if request.method == "GET":
+        return render_template("public/status.html", form=_FindForm())
+    form, birth = _read_find_form()
+    if form.errors:
+        return render_template("public/status.html", form=form), 400
+    with hub_web().engine.connect() as conn:
+        # The same query and the same answer for an unknown pass and a wrong birth date.
+        found = decl.find_pass(conn, form.pass_id, birth)
+        notices = exposure_notices(conn, found.declaration_id) if found is not None else None
+    if notices is None:
+        form.not_found = True
+        return _no_store(make_response(render_template("public/status.html", form=form), 404))
+    return _no_store(make_response(render_template("public/status_result.html", notices=notices)))
+
+
+@bp.app_template_global()
+def epoch_time(seconds: int) -> str:
+    """Epoch seconds as a time in Viet Nam: ``08:30 20/11/2026``."""
+    return local_time(datetime.fromtimestamp(seconds, UTC))
 
 
 # --------------------------------------------------------------------------------- template helpers
