@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Connection, Engine, insert, select, update
 
@@ -365,7 +365,13 @@ def renew(
 ) -> Enrolled:
     """A new certificate for the kiosk that holds a current one: the presented certificate must be this
     CA's, unexpired, unrevoked, the one the devices row records, and ``signature`` must be its key's
-    signature over ``csr_pem``. The old certificate stays valid until it expires."""
+    signature over ``csr_pem``. The old certificate stays valid until it expires.
+
+    Idempotent for a lost answer: when the presented certificate is an older one of the same kiosk and
+    the CSR is for the key of the certificate the devices row already records (the kiosk keeps its new
+    key until the answer arrives, then asks again with the same key), that certificate is sent again
+    instead of a refusal; no second certificate is issued. A CSR for any other key is refused as
+    ``superseded``."""
     try:
         current = x509.load_pem_x509_certificate(cert_pem_text)
     except ValueError:
@@ -395,22 +401,57 @@ def renew(
             raise _refuse("unknown_kiosk", f"kiosk {kiosk_id} is not enrolled")
         if device.revoked_at is not None:
             raise _refuse("revoked", f"kiosk {kiosk_id} is revoked")
-        if not hmac.compare_digest(device.cert_serial or "", f"{current.serial_number:X}"):
-            raise _refuse(
-                "superseded", f"this is not kiosk {kiosk_id}'s current certificate; use the newest one"
-            )
         venue = _venue_row(conn, device.venue_id)
+        if not hmac.compare_digest(device.cert_serial or "", f"{current.serial_number:X}"):
+            already = _renewal_already_issued(ca, device.cert_serial, current, csr_pem, now)
+            if already is None:
+                raise _refuse(
+                    "superseded", f"this is not kiosk {kiosk_id}'s current certificate; use the newest one"
+                )
+            log.info("kiosk %s asked again for its renewal (%X): sent again", kiosk_id, already.serial_number)
+            return _enrolled(kiosk_id, venue, already, ca, settings)
         try:
             cert = ca.sign_kiosk_csr(csr_pem, kiosk_id=kiosk_id, days=settings.cert_days)
         except CsrError as exc:
             raise DeviceError(str(exc), code="bad_csr") from None
-        conn.execute(
+        moved = conn.execute(
             update(devices)
             .where(devices.c.kiosk_id == kiosk_id, devices.c.cert_serial == device.cert_serial)
             .values(cert_serial=f"{cert.serial_number:X}", cert_not_after=cert.not_valid_after_utc)
         )
+        if moved.rowcount != 1:
+            # Another renewal of this kiosk committed in between; this certificate is not recorded, so
+            # the kiosk must not use it. Its retry (same key) gets the recorded one.
+            raise _refuse("superseded", f"kiosk {kiosk_id} renewed at the same time elsewhere; try again")
     log.info("kiosk %s renewed its certificate (%X)", kiosk_id, cert.serial_number)
     return _enrolled(kiosk_id, venue, cert, ca, settings)
+
+
+def _public_der(key) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _renewal_already_issued(
+    ca: HubCA, recorded_serial: str | None, presented: x509.Certificate, csr_pem: bytes, now: dt.datetime
+) -> x509.Certificate | None:
+    """The certificate the devices row records, if it answers this renewal already: issued to the same
+    kiosk after the presented one, for the CSR's key, unrevoked and unexpired. Else None."""
+    if not recorded_serial:
+        return None
+    recorded = ca.issued_cert(int(recorded_serial, 16))
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        return None
+    if recorded is None or not csr.is_signature_valid:
+        return None
+    same_kiosk = common_name(recorded) == common_name(presented)
+    later = recorded.not_valid_before_utc >= presented.not_valid_before_utc
+    valid = recorded.not_valid_before_utc <= now < recorded.not_valid_after_utc
+    same_key = hmac.compare_digest(_public_der(recorded.public_key()), _public_der(csr.public_key()))
+    if same_kiosk and later and valid and same_key and not ca.is_revoked(recorded.serial_number):
+        return recorded
+    return None
 
 
 # ------------------------------------------------------------------------------------ revocation

@@ -187,14 +187,16 @@ def _scan_enrolment_qr(source_kind: str, device: str, replay_path: Path | None, 
 @click.option(
     "--days",
     type=click.FloatRange(min=0),
-    default=30,
-    show_default=True,
-    help="Renew when the certificate expires within this many days.",
+    default=None,
+    help="Renew when the certificate expires within this many days [default: renewal.within_days, 30].",
 )
 @click.option("--force", is_flag=True, help="Renew now, however long the certificate has left.")
 @click.pass_obj
-def renew(config_path: Path | None, days: float, force: bool) -> None:
-    """Renew this kiosk's certificate over its current identity when it is close to expiry."""
+def renew(config_path: Path | None, days: float | None, force: bool) -> None:
+    """Renew this kiosk's certificate over its current identity when it is close to expiry.
+
+    The running kiosk does this by itself (at start and daily); this command is for doing it now.
+    """
     import datetime as dt
 
     from kiosk import enrol as enrolment
@@ -212,7 +214,7 @@ def renew(config_path: Path | None, days: float, force: bool) -> None:
             ca_file=tls.ca_file,
             hub_url=state["hub_url"],
             now=now,
-            within_days=days,
+            within_days=cfg.renewal.within_days if days is None else days,
             force=force,
         )
     except enrolment.EnrolError as exc:
@@ -221,7 +223,10 @@ def renew(config_path: Path | None, days: float, force: bool) -> None:
         left = enrolment.days_left(tls.cert_file, now)
         click.echo(f"nothing to do: the certificate is valid for {left:.0f} more days")
     else:
-        click.echo(f"certificate renewed; valid until {until} (restart the kiosk to use it)")
+        click.echo(
+            f"certificate renewed; valid until {until} (a running kiosk reconnects with it at its next "
+            "certificate check, or restart it)"
+        )
 
 
 if __name__ == "__main__":

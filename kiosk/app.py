@@ -1,4 +1,10 @@
-"""The kiosk's composition root: builds outbox, lists, sync, feedback and scanner; starts them in order."""
+"""The kiosk's composition root: builds outbox, lists, sync, feedback and scanner; starts them in order.
+
+It also keeps the kiosk's MQTT certificate current: at start and every ``renewal.check_interval_s`` it
+renews the certificate when it is close to expiry (:func:`kiosk.enrol.renew`) and then reconnects
+with it. Nothing is lost on the way: the outbox is on disk and the new connection resends whatever
+the hub has not acknowledged.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from kiosk import __version__
+from kiosk import enrol as enrolment
 from kiosk.config import KioskConfig
 from kiosk.feedback import Feedback, NoFeedback, make_feedback
 from kiosk.lists import DownlinkLists
@@ -21,11 +29,35 @@ from protocol.messages import EventKind
 
 log = logging.getLogger(__name__)
 
+#: How long stop() waits for a renewal in progress (an HTTPS request has its own timeout).
+_RENEWAL_JOIN_S = 30.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class RenewalStats:
+    """What the renewal schedule did (the touchscreen's device page and tests read it)."""
+
+    checks: int = 0
+    renewals: int = 0
+    failures: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+
 
 class KioskApp:
-    """One kiosk: scan, judge, record durably, signal, sync to the hub."""
+    """One kiosk: scan, judge, record durably, signal, sync to the hub, keep its certificate current."""
 
-    def __init__(self, config: KioskConfig, *, feedback: Feedback | NoFeedback | None = None):
+    def __init__(
+        self,
+        config: KioskConfig,
+        *,
+        feedback: Feedback | NoFeedback | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ):
         self.config = config
         self.stopping = threading.Event()
         self.outbox: Outbox | None = None
@@ -36,7 +68,15 @@ class KioskApp:
         #: Called with every verdict (the touchscreen subscribes here); must not block.
         self.verdict_listeners: list[Callable[[Verdict], None]] = []
         self.last_verdict: Verdict | None = None
+        self.renewal_stats = RenewalStats()
         self._hub_key = config.hub_key_bytes()
+        self._clock = clock
+        # Guards replacing self.sync (renewal thread) against stop() (main thread).
+        self._sync_lock = threading.Lock()
+        self._renewal_stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        #: The certificate bytes the current MQTT connection was made with.
+        self._connected_cert: bytes | None = None
 
     def start(self) -> None:
         cfg = self.config
@@ -51,7 +91,27 @@ class KioskApp:
         )
         self.lists = DownlinkLists(cfg.outbox.path.parent / "lists")
         self.lists.load_cached()
-        self.sync = Sync(
+        self._repair_identity()
+        with self._sync_lock:
+            self.sync = self._new_sync()
+            self.sync.start()
+        if self.feedback is None:
+            self.feedback = make_feedback(cfg.gpio)
+        if cfg.camera.source != "none":
+            self._start_scanner()
+        if self._identity() is not None:
+            self._renewal_stop.clear()
+            self._renewer = threading.Thread(target=self._renewal_loop, name="kiosk-renewal", daemon=True)
+            self._renewer.start()
+
+    def _new_sync(self) -> Sync:
+        """A Sync over a new MQTT client, which reads the certificate files as they are now."""
+        cfg = self.config
+        tls = cfg.mqtt.tls
+        self._connected_cert = (
+            tls.cert_file.read_bytes() if tls is not None and tls.cert_file is not None else None
+        )
+        return Sync(
             outbox=self.outbox,
             kiosk_id=cfg.kiosk_id,
             mqtt_settings=cfg.mqtt,
@@ -61,11 +121,91 @@ class KioskApp:
             list_ages=self.lists.ages_s,
             downlink=self.lists.handle,
         )
-        self.sync.start()
-        if self.feedback is None:
-            self.feedback = make_feedback(cfg.gpio)
-        if cfg.camera.source != "none":
-            self._start_scanner()
+
+    # ----- certificate renewal ---------------------------------------------------------------------
+
+    def _identity(self):
+        """The TLS settings with this kiosk's own certificate, or None (no client certificate)."""
+        tls = self.config.mqtt.tls
+        return tls if tls is not None and tls.cert_file is not None and tls.key_file is not None else None
+
+    def _repair_identity(self) -> None:
+        """Before connecting: finish (or undo) a renewal that a power cut interrupted."""
+        tls = self._identity()
+        if tls is None or not tls.cert_file.exists():
+            return
+        try:
+            done = enrolment.recover_identity(tls.cert_file, tls.key_file)
+        except (enrolment.EnrolError, ValueError, OSError) as exc:
+            log.error("certificate files: %s", exc)
+            return
+        if done:
+            log.warning("certificate files: %s", done)
+
+    def check_certificate(self) -> str | None:
+        """Renew the certificate if it is due, then reconnect MQTT with it; return the new expiry (ISO)
+        or None. Also reconnects when the files changed under the running kiosk (``antoan-kiosk renew``).
+        Raises :class:`kiosk.enrol.EnrolError` when the renewal failed (the old certificate stays)."""
+        tls = self._identity()
+        if tls is None:
+            return None
+        self.renewal_stats.checks += 1
+        now = self._clock()
+        until = None
+        if enrolment.renewal_due(tls.cert_file, now, self.config.renewal.within_days):
+            # Only now is the hub needed: where it is was recorded at enrolment.
+            state = enrolment.read_state(tls.cert_file.parent)
+            until = enrolment.renew(
+                cert_file=tls.cert_file,
+                key_file=tls.key_file,
+                ca_file=tls.ca_file,
+                hub_url=state["hub_url"],
+                now=now,
+                within_days=self.config.renewal.within_days,
+            )
+        if until is not None:
+            self.renewal_stats.renewals += 1
+            log.info("certificate renewed (valid until %s); reconnecting with it", until)
+        if tls.cert_file.read_bytes() != self._connected_cert:
+            self._reconnect()
+        return until
+
+    def _reconnect(self) -> None:
+        """Replace the MQTT connection with one made from the certificate files now on disk.
+
+        The old Sync says ``offline`` and disconnects; the new one connects to the same persistent
+        session (the client id is the certificate's CN) and resends every unacknowledged event.
+        """
+        with self._sync_lock:
+            if self.sync is None or self._renewal_stop.is_set():
+                return
+            self.sync.stop()
+            self.sync = self._new_sync()
+            self.sync.start()
+            self.renewal_stats.reconnects += 1
+
+    def _renewal_loop(self) -> None:
+        settings = self.config.renewal
+        wait_s = 0.0  # the first check at start
+        while not self._renewal_stop.wait(wait_s):
+            try:
+                self.check_certificate()
+                wait_s = settings.check_interval_s
+                self.renewal_stats.last_error = None
+            except (enrolment.EnrolError, OSError, ValueError) as exc:
+                self.renewal_stats.failures += 1
+                self.renewal_stats.last_error = str(exc)
+                log.warning(
+                    "certificate renewal failed: %s; the current certificate stays, next try in %.0f s",
+                    exc,
+                    settings.retry_interval_s,
+                )
+                wait_s = settings.retry_interval_s
+            except Exception:
+                # Never let the schedule die: a kiosk that stops renewing is cut off at expiry.
+                self.renewal_stats.failures += 1
+                log.exception("certificate check failed; next try in %.0f s", settings.retry_interval_s)
+                wait_s = settings.retry_interval_s
 
     def _start_scanner(self) -> None:
         from kiosk.scanner.decode import make_decoder
@@ -155,15 +295,20 @@ class KioskApp:
         self.stopping.set()
 
     def stop(self) -> None:
+        self._renewal_stop.set()
+        if self._renewer is not None:
+            self._renewer.join(_RENEWAL_JOIN_S)
+            self._renewer = None
         if self.scanner is not None:
             self.scanner.stop()
             self.scanner = None
         if self.feedback is not None:
             self.feedback.close()
             self.feedback = None
-        if self.sync is not None:
-            self.sync.stop()
-            self.sync = None
+        with self._sync_lock:
+            if self.sync is not None:
+                self.sync.stop()
+                self.sync = None
         if self.outbox is not None:
             self.outbox.close()
             self.outbox = None

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from kiosk.enrol import DEFAULT_RENEW_DAYS
 from kiosk.feedback import GpioSettings
 from protocol.messages import MAX_PAYLOAD_BYTES
 from protocol.settings import MqttSettings, Section, load_config
@@ -82,6 +83,25 @@ class ScanSettings(Section):
     )
 
 
+class RenewalSettings(Section):
+    """Certificate renewal by the running kiosk (at start, then every ``check_interval_s``)."""
+
+    within_days: float = Field(
+        default=DEFAULT_RENEW_DAYS,
+        gt=0,
+        description="Renew the MQTT certificate when it expires within this many days (at most a third of "
+        "its lifetime, the hub's enrolment.cert_days: 90 by default).",
+    )
+    check_interval_s: float = Field(
+        default=24 * 3600.0, gt=0, description="How often the running kiosk checks its certificate's expiry."
+    )
+    retry_interval_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="After a failed renewal (hub unreachable, answer lost) try again this much later.",
+    )
+
+
 class KioskConfig(Section):
     kiosk_id: str = Field(
         description="This kiosk's id, as enrolled (3-64 lowercase letters, digits, dashes)."
@@ -94,6 +114,7 @@ class KioskConfig(Section):
     camera: CameraSettings = Field(default_factory=CameraSettings)
     scan: ScanSettings = Field(default_factory=ScanSettings)
     gpio: GpioSettings = Field(default_factory=GpioSettings)
+    renewal: RenewalSettings = Field(default_factory=RenewalSettings)
     hub_public_key: str | None = Field(
         default=None,
         description="Hub X25519 public key (base64) that ID-card identities are sealed to; set at enrolment.",

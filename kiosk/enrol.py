@@ -11,7 +11,8 @@ fingerprint, the token and the kiosk and venue ids. The kiosk then
 4. writes the key (0600), its certificate, the CA and its configuration file.
 
 Renewal (:func:`renew`) posts a CSR for a new key with the current certificate and a signature by the
-current key; it runs when the certificate is within ``days`` of expiry.
+current key; it runs when the certificate is within ``days`` of expiry (the running kiosk checks daily,
+:class:`kiosk.app.KioskApp`). It can be repeated after any failure, including a lost answer.
 """
 
 from __future__ import annotations
@@ -208,6 +209,9 @@ def enrol(bundle: Bundle, *, identity_dir: Path, config_path: Path) -> EnrolResu
         },
     )
     config.update(kiosk_id=answer["kiosk_id"], venue_id=answer["venue_id"], mqtt=mqtt)
+    if answer.get("identity_key"):
+        # ID cards scanned from now on are sealed to this hub's key (the hub links them for tracing).
+        config["hub_public_key"] = answer["identity_key"]
     write_public(Path(config_path), render_toml(config).encode())
     log.info("enrolled as %s at venue %s", answer["kiosk_id"], answer["venue_id"])
     return EnrolResult(
@@ -237,6 +241,82 @@ def days_left(cert_file: Path, now: dt.datetime) -> float:
     return (cert.not_valid_after_utc - now).total_seconds() / 86400
 
 
+def renewal_window_days(cert: x509.Certificate, within_days: float) -> float:
+    """How close to expiry renewal starts: ``within_days``, but at most a third of the certificate's
+    lifetime, so a short-lived certificate (the hub's ``enrolment.cert_days`` below three times the
+    window) is not renewed again at every check."""
+    lifetime = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds() / 86400
+    return min(within_days, lifetime / 3)
+
+
+def renewal_due(cert_file: Path, now: dt.datetime, within_days: float = DEFAULT_RENEW_DAYS) -> bool:
+    """Whether the certificate in ``cert_file`` is inside its renewal window (:func:`renewal_window_days`)."""
+    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    left = (cert.not_valid_after_utc - now).total_seconds() / 86400
+    return left <= renewal_window_days(cert, within_days)
+
+
+def pending_key_path(key_file: Path) -> Path:
+    """Where the key of a renewal in progress waits until its certificate has arrived and been written."""
+    return Path(key_file).with_name(Path(key_file).name + ".pending")
+
+
+def _load_key(path: Path) -> ec.EllipticCurvePrivateKey | None:
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        return None
+    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+
+
+def _same_key(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | None) -> bool:
+    if key is None:
+        return False
+    der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return cert.public_key().public_bytes(*der) == key.public_key().public_bytes(*der)
+
+
+def recover_identity(cert_file: Path, key_file: Path) -> str | None:
+    """Make the certificate and key files a matching pair again after a renewal cut short; say what was
+    done (None when nothing was needed).
+
+    A renewal writes the certificate first, then the key (from ``kiosk.key.pending``), then removes the
+    pending key. A stop in between leaves the new certificate with the old key: the pending key
+    completes the pair. Otherwise the previous key (``kiosk.key.prev``) or certificate
+    (``kiosk.pem.prev``) that matches the other file is put back. A pending key equal to the current
+    one is a finished renewal's leftover and is removed. Raises :class:`EnrolError` when no matching
+    pair can be made.
+    """
+    cert_file, key_file = Path(cert_file), Path(key_file)
+    pending_file = pending_key_path(key_file)
+    prev_key_file = key_file.with_name(key_file.name + ".prev")
+    prev_cert_file = cert_file.with_name(cert_file.name + ".prev")
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    key, pending = _load_key(key_file), _load_key(pending_file)
+    if _same_key(cert, key):
+        if pending is not None and _same_key(cert, pending):
+            pending_file.unlink()
+        return None
+    if _same_key(cert, pending):
+        write_private(key_file, pending_file.read_bytes())
+        pending_file.unlink()
+        return "finished an interrupted renewal: installed the new key that belongs to the new certificate"
+    if _same_key(cert, _load_key(prev_key_file)):
+        write_private(key_file, prev_key_file.read_bytes())
+        return "went back to the previous key, which matches the certificate"
+    try:
+        prev = x509.load_pem_x509_certificate(prev_cert_file.read_bytes())
+    except (OSError, ValueError):
+        prev = None
+    if prev is not None and _same_key(prev, key):
+        write_public(cert_file, prev_cert_file.read_bytes())
+        return "went back to the previous certificate, which matches the key"
+    raise EnrolError(
+        f"{cert_file} and {key_file} do not belong together and no earlier pair matches; "
+        "enrol the kiosk again"
+    )
+
+
 def renew(
     *,
     cert_file: Path,
@@ -247,35 +327,58 @@ def renew(
     within_days: float = DEFAULT_RENEW_DAYS,
     force: bool = False,
 ) -> str | None:
-    """Renew the certificate when it expires within ``within_days`` (or ``force``); return the new
-    expiry (ISO), or None when nothing was due. The new key replaces the old only after the hub signed."""
+    """Renew the certificate when it is due (:func:`renewal_due`) or with ``force``; return the new
+    expiry (ISO), or None when nothing was due.
+
+    Safe to repeat after any failure: the new key is written to ``kiosk.key.pending`` before the
+    request and reused by every retry until its certificate has arrived, so when the hub's answer was
+    lost the retry (still signed by the current, valid certificate) gets the certificate the hub
+    already issued for that key. The current pair is replaced only after the hub answered, and the
+    previous pair is kept as ``kiosk.pem.prev`` / ``kiosk.key.prev``.
+    """
+    cert_file, key_file = Path(cert_file), Path(key_file)
+    recovered = recover_identity(cert_file, key_file)
+    if recovered:
+        log.warning("%s", recovered)
     left = days_left(cert_file, now)
     if left <= 0:
         raise EnrolError(
             "this kiosk's certificate has expired: renewal is no longer possible, enrol it again"
         )
-    if not force and left > within_days:
+    if not force and not renewal_due(cert_file, now, within_days):
         return None
-    current_key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
-    if not isinstance(current_key, ec.EllipticCurvePrivateKey):
-        raise EnrolError(f"{key_file} is not an EC key; enrol the kiosk again")
-    fresh = new_key()
+    current_key = _load_key(key_file)
+    if current_key is None:
+        raise EnrolError(f"{key_file} is not an EC private key; enrol the kiosk again")
+    pending_file = pending_key_path(key_file)
+    fresh = _load_key(pending_file)
+    if fresh is None:
+        fresh = new_key()
+        write_private(pending_file, key_pem(fresh))
+    else:
+        log.info("retrying the renewal with the key made for it earlier")
     csr = make_csr(fresh)
     signature = base64.b64encode(current_key.sign(csr, ec.ECDSA(hashes.SHA256()))).decode("ascii")
     request = {
-        "certificate": Path(cert_file).read_text(encoding="ascii"),
+        "certificate": cert_file.read_text(encoding="ascii"),
         "csr": csr.decode("ascii"),
         "signature": signature,
     }
     context = _pinned_context(Path(ca_file).read_bytes())
     status, body = _request(f"{hub_url.rstrip('/')}/api/v1/renew", context=context, body=request)
     answer = _answer(status, body, "renewal")
-    # Keep a copy of the previous pair: a crash between the two replacements below leaves a key and
-    # a certificate that do not match, and the .prev pair (still valid until it expires) to go back to.
-    for path in (Path(key_file), Path(cert_file)):
+    try:
+        new_cert = x509.load_pem_x509_certificate(answer["certificate"].encode())
+    except (KeyError, ValueError):
+        raise EnrolError("the hub's renewal answer holds no certificate; try again later") from None
+    if not _same_key(new_cert, fresh):
+        raise EnrolError("the hub's renewal answer is for another key; kept the current certificate")
+    for path in (key_file, cert_file):
         write_private(path.with_name(path.name + ".prev"), path.read_bytes())
-    write_private(Path(key_file), key_pem(fresh))
-    write_public(Path(cert_file), answer["certificate"].encode())
+    # Certificate first, then key: a stop in between is completed by recover_identity from the pending key.
+    write_public(cert_file, answer["certificate"].encode())
+    write_private(key_file, key_pem(fresh))
+    pending_file.unlink()
     log.info("certificate renewed; valid until %s", answer["cert_not_after"])
     return answer["cert_not_after"]
 

@@ -13,7 +13,14 @@ import click
 
 from provisioning.broker import BrokerError, render_plain_conf, revoke_kiosk, write_secure_broker
 from provisioning.localstack import main as local_stack
-from provisioning.pki import DEFAULT_SERVICES, HubCA, PkiError
+from provisioning.pki import (
+    DEFAULT_CRL_DAYS,
+    DEFAULT_CRL_REFRESH_DAYS,
+    DEFAULT_SERVICE_DAYS,
+    DEFAULT_SERVICES,
+    HubCA,
+    PkiError,
+)
 
 #: The CA key's passphrase comes from the environment, never from the command line (``ps`` shows it).
 PASSPHRASE_ENV = "ANTOAN_CA_PASSPHRASE"
@@ -77,6 +84,124 @@ def ca_show(ca_dir: Path) -> None:
     click.echo(f"valid until: {ca.cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
     click.echo(f"fingerprint: {ca.fingerprint}")
     click.echo(f"revoked:     {len(ca.revocations())} certificate(s); CRL {ca.layout.crl}")
+
+
+@ca_group.command("refresh-crl")
+@_CA_DIR
+@click.option(
+    "--within-days",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_CRL_REFRESH_DAYS,
+    show_default=True,
+    help="Re-sign when the CRL's next update is this close (or already past).",
+)
+@click.option("--force", is_flag=True, help="Re-sign now, however long the CRL has left.")
+@click.option(
+    "--days",
+    type=click.IntRange(1, 365),
+    default=DEFAULT_CRL_DAYS,
+    show_default=True,
+    help="Validity of the new CRL.",
+)
+@click.option(
+    "--broker-pid-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="After re-signing, reload the broker with SIGHUP to the pid in this file.",
+)
+@click.option("--reload-command", help="Or reload it with this command, e.g. 'systemctl reload mosquitto'.")
+def ca_refresh_crl(
+    ca_dir: Path,
+    within_days: float,
+    force: bool,
+    days: int,
+    broker_pid_file: Path | None,
+    reload_command: str | None,
+) -> None:
+    """Re-sign the revocation list before it expires: past its next update the broker refuses every kiosk.
+
+    Run it daily (provisioning/systemd/antoan-crl-refresh.timer); it does nothing while the CRL has
+    more than --within-days left.
+    """
+    import datetime as dt
+
+    if broker_pid_file is not None and reload_command is not None:
+        raise click.UsageError("give --broker-pid-file or --reload-command, not both")
+    reload = _reloader(broker_pid_file, reload_command) if broker_pid_file or reload_command else None
+    ca = _open_ca(ca_dir)
+    try:
+        done = ca.refresh_crl(within_days=within_days, force=force, days=days)
+    except PkiError as exc:
+        raise click.ClickException(str(exc)) from None
+    until = f"{done.next_update:%Y-%m-%d %H:%M} UTC"
+    if not done.refreshed:
+        left = (done.next_update - dt.datetime.now(dt.UTC)).total_seconds() / 86400
+        click.echo(f"CRL valid until {until} ({left:.0f} days left): nothing to do")
+        return
+    if reload is None:
+        click.echo(f"CRL re-signed, valid until {until}; reload the broker (SIGHUP) so it reads the new one")
+        return
+    try:
+        reload()
+    except BrokerError as exc:
+        raise click.ClickException(f"CRL re-signed, valid until {until}, but {exc}") from None
+    click.echo(f"CRL re-signed, valid until {until}; broker reloaded")
+
+
+@ca_group.command("service-cert")
+@click.argument("name")
+@_CA_DIR
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for NAME.pem and NAME.key (0600).",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 825),
+    default=DEFAULT_SERVICE_DAYS,
+    show_default=True,
+    help="Validity of a new certificate.",
+)
+@click.option(
+    "--renew-within-days",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="Keep an existing certificate from this CA unless it expires within this many days.",
+)
+def ca_service_cert(name: str, ca_dir: Path, out_dir: Path, days: int, renew_within_days: float) -> None:
+    """Issue hub service NAME (antoan-bridge, antoan-bridge-lists, antoan-web, …) its MQTT client
+    certificate; safe to run at every start: a current one is kept."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
+    ca = _open_ca(ca_dir)
+    cert_file, key_file = out_dir / f"{name}.pem", out_dir / f"{name}.key"
+    now = dt.datetime.now(dt.UTC)
+    try:
+        current = x509.load_pem_x509_certificate(cert_file.read_bytes()) if key_file.exists() else None
+        if current is not None:
+            current.verify_directly_issued_by(ca.cert)  # a certificate of another (older) CA is replaced
+    except (OSError, ValueError, TypeError, InvalidSignature):
+        current = None
+    if (
+        current is not None
+        and not ca.is_revoked(current.serial_number)
+        and current.not_valid_after_utc - now > dt.timedelta(days=renew_within_days)
+    ):
+        click.echo(f"kept  {cert_file} (valid until {current.not_valid_after_utc:%Y-%m-%d} UTC)")
+        return
+    try:
+        pair = ca.issue_client(name, days=days, service=True)
+    except PkiError as exc:
+        raise click.ClickException(str(exc)) from None
+    pair.write(cert_file, key_file)
+    click.echo(
+        f"wrote {cert_file} and {key_file} (0600), valid until {pair.cert.not_valid_after_utc:%Y-%m-%d} UTC"
+    )
 
 
 @main.command("broker-config")

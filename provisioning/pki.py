@@ -16,7 +16,9 @@ broker bridge) have identities whose names start with ``antoan-``; that prefix i
 so a kiosk can never hold a hub service's rights.
 
 The CRL has a ``next_update``: OpenSSL refuses *every* client certificate once the broker's CRL is
-past it, so the hub must re-sign it (:meth:`HubCA.write_crl`) well before then.
+past it, so the hub must re-sign it well before then: :meth:`HubCA.refresh_crl` (``antoan-provision ca
+refresh-crl``, run daily by ``provisioning/systemd/antoan-crl-refresh.timer``), and the bridge warns
+(:func:`crl_expiry_warning`) once it is within :data:`CRL_WARN_DAYS` of expiry.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ DEFAULT_SERVER_DAYS = 397
 DEFAULT_SERVICE_DAYS = 365
 #: How long a CRL stays valid. The broker refuses every client once its CRL is past ``next_update``.
 DEFAULT_CRL_DAYS = 30
+#: ``ca refresh-crl`` re-signs the CRL once its ``next_update`` is this close (it runs daily, so a
+#: few missed days are absorbed).
+DEFAULT_CRL_REFRESH_DAYS = 10
+#: The hub bridge warns in its log once the CRL is this close to its ``next_update``.
+CRL_WARN_DAYS = 7
 
 #: Names with this prefix belong to hub services, never to kiosks.
 SERVICE_PREFIX = "antoan-"
@@ -404,6 +411,14 @@ class HubCA:
         """The broker bridge's client identity (CN ``antoan-bridge``)."""
         return self.issue_client(BRIDGE_IDENTITY, days=days)
 
+    def issued_cert(self, serial: int) -> x509.Certificate | None:
+        """The certificate this CA issued with ``serial`` (from ``issued/``), or None if it never did."""
+        path = self.layout.issued / f"{serial:X}.pem"
+        try:
+            return x509.load_pem_x509_certificate(path.read_bytes())
+        except FileNotFoundError:
+            return None
+
     def issued(self, *, name: str | None = None) -> list[x509.Certificate]:
         """Every certificate this CA issued (optionally only those whose CN is ``name``), oldest first."""
         certs = [
@@ -508,3 +523,77 @@ class HubCA:
         self._save_revoked(state)
         write_public(self.layout.crl, crl.public_bytes(serialization.Encoding.PEM))
         return crl
+
+    def refresh_crl(
+        self,
+        *,
+        within_days: float = DEFAULT_CRL_REFRESH_DAYS,
+        force: bool = False,
+        days: float = DEFAULT_CRL_DAYS,
+    ) -> CrlRefresh:
+        """Re-sign the CRL when its ``next_update`` is within ``within_days`` (or already past, or the
+        file is missing or unreadable), or always with ``force``. The revocations stay as they are.
+
+        The broker only reads the new file on a reload (SIGHUP).
+        """
+        now = self._clock()
+        try:
+            before: dt.datetime | None = crl_next_update(self.layout.crl)
+        except PkiError:
+            before = None
+        if not force and before is not None and before - now > dt.timedelta(days=within_days):
+            return CrlRefresh(refreshed=False, next_update=before, previous_next_update=before)
+        crl = self.write_crl(days=days)
+        return CrlRefresh(refreshed=True, next_update=crl.next_update_utc, previous_next_update=before)
+
+
+@dataclass(frozen=True, slots=True)
+class CrlRefresh:
+    """What :meth:`HubCA.refresh_crl` did."""
+
+    refreshed: bool
+    next_update: dt.datetime
+    previous_next_update: dt.datetime | None
+
+
+def crl_next_update(crl_file: Path) -> dt.datetime:
+    """The ``next_update`` of the PEM CRL in ``crl_file`` (aware UTC); :class:`PkiError` if unreadable."""
+    try:
+        crl = x509.load_pem_x509_crl(Path(crl_file).read_bytes())
+    except FileNotFoundError:
+        raise PkiError(f"no CRL at {crl_file}; run `antoan-provision ca refresh-crl --force`") from None
+    except ValueError:
+        raise PkiError(
+            f"{crl_file} is not a PEM CRL; run `antoan-provision ca refresh-crl --force`"
+        ) from None
+    if crl.next_update_utc is None:
+        raise PkiError(
+            f"the CRL {crl_file} has no next update; re-sign it with `antoan-provision ca refresh-crl`"
+        )
+    return crl.next_update_utc
+
+
+def crl_expiry_warning(ca_dir: Path, now: dt.datetime, *, within_days: float = CRL_WARN_DAYS) -> str | None:
+    """A warning when the CRL in ``ca_dir`` is past or within ``within_days`` of its ``next_update``;
+    None when it is fresh, or when ``ca_dir`` holds no CRL (no CA configured on this host)."""
+    crl_file = CaLayout(Path(ca_dir)).crl
+    if not crl_file.exists():
+        return None
+    try:
+        next_update = crl_next_update(crl_file)
+    except PkiError as exc:
+        return f"{exc} (without a valid CRL the broker refuses every kiosk)"
+    left = next_update - now
+    if left > dt.timedelta(days=within_days):
+        return None
+    when = f"{next_update:%Y-%m-%d %H:%M} UTC"
+    fix = (
+        "run `antoan-provision ca refresh-crl` and reload the broker "
+        "(daily: provisioning/systemd/antoan-crl-refresh.timer)"
+    )
+    if left <= dt.timedelta(0):
+        return f"the CRL {crl_file} expired at {when}: the broker refuses every kiosk; {fix}"
+    return (
+        f"the CRL {crl_file} expires at {when} ({left.total_seconds() / 86400:.1f} days); after that the "
+        f"broker refuses every kiosk: {fix}"
+    )

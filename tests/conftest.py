@@ -1,4 +1,5 @@
-"""Shared fixtures: a real mosquitto per test on a free loopback port; hub databases (SQLite, PostgreSQL)."""
+"""Shared fixtures: real mosquitto per test on a free loopback port (the secured TLS broker, and a plain
+one where a test needs it); hub databases (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ import pytest
 from protocol.settings import MqttSettings
 from provisioning.broker import MosquittoProcess
 from tests.db_fixtures import *  # noqa: F403  (db_url, hub_engine, hub_store)
+from tests.tls_fixtures import identities, pki, secure_broker  # noqa: F401  (fixtures)
 
 
+# A plain broker (no TLS, anonymous) is kept for tests of hub parts that are not about the broker's
+# security and that still connect without certificates: tests/hub/test_downlink.py (the retained list
+# publisher). Every integration and provisioning test runs the secured broker (`secure_broker`,
+# `identities`).
 @pytest.fixture
 def mosquitto(tmp_path):
-    """A mosquitto of the test's own, with persistence, on a free loopback port."""
+    """A plain mosquitto of the test's own, with persistence, on a free loopback port."""
     broker = MosquittoProcess(tmp_path / "broker").start()
     yield broker
     broker.stop()
@@ -19,4 +25,5 @@ def mosquitto(tmp_path):
 
 @pytest.fixture
 def mqtt_settings(mosquitto) -> MqttSettings:
+    """Plain-TCP settings for :func:`mosquitto` (see the comment above: not for integration tests)."""
     return MqttSettings(host=mosquitto.host, port=mosquitto.port, keepalive_s=5)

@@ -764,6 +764,9 @@ class EnrolResult(BaseModel):
     ca_certificate: str = Field(description="The hub CA's PEM certificate (the broker's too).")
     cert_not_after: datetime
     mqtt: MqttEndpoint
+    identity_key: str = Field(
+        description="The hub's X25519 public key (base64) that ID-card identities are sealed to."
+    )
 
 
 _ENROL_ERRORS = {
@@ -799,6 +802,7 @@ def _enrol_result(done: device_store.Enrolled):
             ca_certificate=done.ca_pem,
             cert_not_after=done.cert_not_after,
             mqtt=MqttEndpoint(host=done.broker_host, port=done.broker_port),
+            identity_key=hub_web().identity.public_key_b64,
         ),
         201,
     )

@@ -179,8 +179,23 @@ def test_renewal_needs_the_current_certificate_and_key(hub_engine, venue, ca, se
     fresh = x509.load_pem_x509_certificate(second.cert_pem.encode())
     assert fresh.serial_number != old.serial_number
     assert not ca.is_revoked(old.serial_number)  # the old certificate keeps working until it expires
-    # The superseded certificate cannot renew again.
-    _refused("superseded", lambda: renew(first.cert_pem.encode(), devices.renewal_signature(key, csr)))
+    # A repeat of the same request (the answer was lost) gets the certificate already issued, not another.
+    repeat = renew(first.cert_pem.encode(), devices.renewal_signature(key, csr))
+    assert repeat.cert_pem == second.cert_pem
+    # The superseded certificate cannot renew to any other key.
+    other_csr = make_csr(new_key())
+    _refused(
+        "superseded",
+        lambda: devices.renew(
+            hub_engine,
+            cert_pem_text=first.cert_pem.encode(),
+            csr_pem=other_csr,
+            signature=devices.renewal_signature(key, other_csr),
+            ca=ca,
+            now=NOW,
+            settings=settings,
+        ),
+    )
     # An expired one cannot renew at all.
     late = fresh.not_valid_after_utc + dt.timedelta(seconds=1)
     _refused(

@@ -1,4 +1,5 @@
-"""In-process kiosks and bridges wired to a test's own broker and database."""
+"""In-process kiosks and bridges wired to a test's own broker and database; configuration files for
+kiosk and hub processes (with their ``[mqtt.tls]`` tables)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from hub.config import BridgeSettings
 from hub.db.store import HubStore
 from kiosk.app import KioskApp
 from kiosk.config import KioskConfig, OutboxSettings, SyncSettings
+from kiosk.enrol import render_toml
 from kiosk.feedback import GpioSettings
 from protocol.settings import MqttSettings
 from tests.helpers import wait_for
@@ -47,3 +49,9 @@ def assert_exactly_once(store: HubStore, kiosk_id: str, epoch: str, seqs: list[i
     assert len(keys) == len(set(keys)), "duplicates stored"
     assert sorted(s for e, s in keys if e == epoch) == sorted(seqs)
     assert store.count_events(kiosk_id) == len(seqs)
+
+
+def write_config(path: Path, tree: dict) -> Path:
+    """Write nested tables (``[mqtt]`` with ``[mqtt.tls]``, …) as a TOML configuration file."""
+    path.write_text(render_toml(tree))
+    return path

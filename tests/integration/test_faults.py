@@ -1,6 +1,8 @@
 """Fault tests: kill -9 the kiosk, the broker or the bridge mid-stream, restart it, and count.
 
 Every event the kiosk's outbox recorded before (and after) the kill must be in the hub exactly once.
+The broker is the secured one (TLS, a certificate per client, ACL); a killed broker restarts with the
+same configuration, certificates and port.
 """
 
 from __future__ import annotations
@@ -10,23 +12,23 @@ from pathlib import Path
 import pytest
 
 from kiosk.outbox import Outbox
-from protocol.settings import MqttSettings
-from provisioning.broker import MosquittoProcess
-from tests.helpers import Child, wait_for, write_toml
-from tests.integration.harness import TEST_SYNC, assert_exactly_once, start_bridge
+from provisioning.pki import BRIDGE_IDENTITY, LISTS_IDENTITY
+from tests.helpers import Child, wait_for
+from tests.integration.harness import TEST_SYNC, assert_exactly_once, start_bridge, write_config
+from tests.tls_fixtures import Identities, secure_mosquitto
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RATE = 150  # sample check-ins per second from the kiosk process
 
 
-def _kiosk_conf(tmp: Path, port: int, *, limit: int | None = None) -> Path:
-    return write_toml(
+def _kiosk_conf(tmp: Path, identities: Identities, *, limit: int | None = None) -> Path:
+    return write_config(
         tmp / "kiosk.toml",
         {
             "kiosk_id": "kiosk-001",
             "venue_id": "venue-001",
-            "mqtt": {"host": "127.0.0.1", "port": port, "keepalive_s": 5},
+            "mqtt": identities.toml("kiosk-001"),
             "outbox": {"path": str(tmp / "outbox.db")},
             "sync": TEST_SYNC,
             "gpio": {"pin_factory": "none"},
@@ -53,11 +55,9 @@ def _held(tmp: Path) -> int:
     return len(_outbox(tmp)[1]) if (tmp / "outbox.db").exists() else 0
 
 
-def test_kill9_kiosk_mid_stream_then_restart_delivers_everything_once(
-    tmp_path, mosquitto, mqtt_settings, hub_store
-):
-    bridge = start_bridge(hub_store, mqtt_settings)
-    conf = _kiosk_conf(tmp_path, mosquitto.port)
+def test_kill9_kiosk_mid_stream_then_restart_delivers_everything_once(tmp_path, identities, hub_store):
+    bridge = start_bridge(hub_store, identities(BRIDGE_IDENTITY))
+    conf = _kiosk_conf(tmp_path, identities)
     kiosk = _kiosk(tmp_path, conf)
     try:
         wait_for(lambda: hub_store.count_events("kiosk-001") >= 150, what="the stream to arrive")
@@ -76,12 +76,12 @@ def test_kill9_kiosk_mid_stream_then_restart_delivers_everything_once(
         bridge.stop()
 
 
-def test_kill9_broker_mid_stream_then_restart_delivers_everything_once(tmp_path, hub_store):
-    broker = MosquittoProcess(tmp_path / "broker").start()
-    settings = MqttSettings(host=broker.host, port=broker.port, keepalive_s=5)
-    bridge = start_bridge(hub_store, settings)
+def test_kill9_broker_mid_stream_then_restart_delivers_everything_once(tmp_path, pki, hub_store):
+    broker = secure_mosquitto(tmp_path / "broker", pki).start()
+    identities = Identities(pki, broker.host, broker.port)
+    bridge = start_bridge(hub_store, identities(BRIDGE_IDENTITY))
     total = 1500
-    kiosk = _kiosk(tmp_path, _kiosk_conf(tmp_path, broker.port, limit=total))
+    kiosk = _kiosk(tmp_path, _kiosk_conf(tmp_path, identities, limit=total))
     try:
         wait_for(lambda: hub_store.count_events("kiosk-001") >= 150, what="the stream to arrive")
         broker.kill()
@@ -89,7 +89,8 @@ def test_kill9_broker_mid_stream_then_restart_delivers_everything_once(tmp_path,
         wait_for(
             lambda: _held(tmp_path) >= held_at_kill + 150, what="the kiosk to record while the broker is down"
         )
-        broker = MosquittoProcess(tmp_path / "broker", port=broker.port).start()
+        # The same instance: its configuration, certificates, ACL and port are reused as they were.
+        broker.start()
         wait_for(lambda: _held(tmp_path) == total, timeout_s=60, what="the kiosk to record all samples")
         wait_for(
             lambda: hub_store.count_events("kiosk-001") == total, timeout_s=60, what="all events in the hub"
@@ -102,12 +103,16 @@ def test_kill9_broker_mid_stream_then_restart_delivers_everything_once(tmp_path,
         broker.stop()
 
 
-def test_kill9_bridge_mid_batch_then_restart_delivers_everything_once(tmp_path, mosquitto, db_url, hub_store):
-    hub_conf = write_toml(
+def test_kill9_bridge_mid_batch_then_restart_delivers_everything_once(
+    tmp_path, identities, db_url, hub_store
+):
+    hub_conf = write_config(
         tmp_path / "hub.toml",
         {
             "database": {"url": db_url},
-            "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "keepalive_s": 5},
+            "mqtt": identities.toml(BRIDGE_IDENTITY),
+            # The bridge process's list publisher is a second client: it needs its own identity.
+            "bridge": {"lists_tls": identities.toml(LISTS_IDENTITY)["tls"]},
         },
     )
 
@@ -118,7 +123,7 @@ def test_kill9_bridge_mid_batch_then_restart_delivers_everything_once(tmp_path, 
 
     total = 1500
     bridge = bridge_child()
-    kiosk = _kiosk(tmp_path, _kiosk_conf(tmp_path, mosquitto.port, limit=total))
+    kiosk = _kiosk(tmp_path, _kiosk_conf(tmp_path, identities, limit=total))
     try:
         wait_for(lambda: hub_store.count_events("kiosk-001") >= 150, what="the stream to arrive")
         bridge.kill9()

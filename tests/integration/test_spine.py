@@ -1,4 +1,5 @@
-"""The spine end to end: kiosk outbox → real mosquitto → bridge → hub database, exactly once."""
+"""The spine end to end: kiosk outbox → real mosquitto (TLS, a certificate per client, ACL) → bridge →
+hub database, exactly once."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import pytest
 from protocol import topics
 from protocol.messages import batch_payload, event_json
 from protocol.settings import MqttSettings, mqtt_client
-from provisioning.broker import MosquittoProcess, free_port
+from provisioning.broker import free_port
+from provisioning.pki import BRIDGE_IDENTITY
 from tests.helpers import wait_for
 from tests.integration.harness import assert_exactly_once, start_bridge, start_kiosk
+from tests.tls_fixtures import Identities, secure_mosquitto
 
 pytestmark = pytest.mark.integration
 
@@ -22,9 +25,9 @@ def _sample(i: int) -> dict:
     return {"direction": "in", "subject": {"type": "pass", "pass_id": f"P{i}"}, "name_hint": "Nguyễn Thị Ánh"}
 
 
-def test_round_trip_stores_every_event_once_and_empties_the_outbox(tmp_path, mqtt_settings, hub_store):
-    bridge = start_bridge(hub_store, mqtt_settings)
-    kiosk = start_kiosk(tmp_path, mqtt_settings)
+def test_round_trip_stores_every_event_once_and_empties_the_outbox(tmp_path, identities, hub_store):
+    bridge = start_bridge(hub_store, identities(BRIDGE_IDENTITY))
+    kiosk = start_kiosk(tmp_path, identities("kiosk-001"))
     try:
         for i in range(250):
             kiosk.record("check_in", _sample(i))
@@ -41,7 +44,7 @@ def test_round_trip_stores_every_event_once_and_empties_the_outbox(tmp_path, mqt
         kiosk.stop()
         bridge.stop()
     # A clean stop leaves the retained state "offline" for the hub.
-    bridge = start_bridge(hub_store, mqtt_settings)
+    bridge = start_bridge(hub_store, identities(BRIDGE_IDENTITY))
     try:
         wait_for(
             lambda: [k for k in hub_store.kiosks() if k["status"] == "offline"], what="retained offline state"
@@ -64,9 +67,9 @@ def _events(seqs, kind="check_in"):
     return [event_json(s, str(uuid.uuid4()), kind, now, json.dumps({"s": s})) for s in seqs]
 
 
-def test_duplicates_and_out_of_order_batches_are_stored_once(mqtt_settings, hub_store):
-    bridge = start_bridge(hub_store, mqtt_settings)
-    client, acks = _raw_client(mqtt_settings, "kiosk-raw")
+def test_duplicates_and_out_of_order_batches_are_stored_once(identities, hub_store):
+    bridge = start_bridge(hub_store, identities(BRIDGE_IDENTITY))
+    client, acks = _raw_client(identities("kiosk-raw"), "kiosk-raw")
     try:
         client.subscribe(topics.ack("kiosk-raw"), qos=1)
         epoch = uuid.uuid4().hex
@@ -84,18 +87,18 @@ def test_duplicates_and_out_of_order_batches_are_stored_once(mqtt_settings, hub_
         bridge.stop()
 
 
-def test_events_recorded_while_the_broker_is_down_all_arrive_once(tmp_path, hub_store):
+def test_events_recorded_while_the_broker_is_down_all_arrive_once(tmp_path, pki, hub_store):
     port = free_port()
-    settings = MqttSettings(host="127.0.0.1", port=port, keepalive_s=5)
-    kiosk = start_kiosk(tmp_path, settings)
+    identities = Identities(pki, "127.0.0.1", port)
+    kiosk = start_kiosk(tmp_path, identities("kiosk-001"))
     broker = None
     bridge = None
     try:
         for i in range(1000):
             kiosk.record("check_in", _sample(i))
         assert kiosk.outbox.depth() == 1000
-        broker = MosquittoProcess(tmp_path / "broker", port=port).start()
-        bridge = start_bridge(hub_store, settings)
+        broker = secure_mosquitto(tmp_path / "broker", pki, port=port).start()
+        bridge = start_bridge(hub_store, identities(BRIDGE_IDENTITY))
         wait_for(lambda: kiosk.outbox.depth() == 0, timeout_s=60, what="the backlog to drain")
         assert_exactly_once(hub_store, "kiosk-001", kiosk.outbox.epoch, list(range(1, 1001)))
     finally:
@@ -106,9 +109,10 @@ def test_events_recorded_while_the_broker_is_down_all_arrive_once(tmp_path, hub_
             broker.stop()
 
 
-def test_bad_messages_go_to_dead_letters_and_the_bridge_keeps_going(mqtt_settings, hub_store):
-    bridge = start_bridge(hub_store, mqtt_settings, max_payload_bytes=64 * 1024)
-    client, acks = _raw_client(mqtt_settings, "kiosk-bad")
+def test_bad_messages_go_to_dead_letters_and_the_bridge_keeps_going(identities, hub_store):
+    bridge = start_bridge(hub_store, identities(BRIDGE_IDENTITY), max_payload_bytes=64 * 1024)
+    # The broker lets kiosk-bad write only its own topic, so every bad message arrives on it.
+    client, acks = _raw_client(identities("kiosk-bad"), "kiosk-bad")
     epoch = uuid.uuid4().hex
     try:
         client.subscribe(topics.ack("kiosk-bad"), qos=1)

@@ -1,4 +1,7 @@
-"""Sync paths beyond the happy one: resend on ack timeout, foreign acks, last will, shared subscriptions."""
+"""Sync paths beyond the happy one: resend on ack timeout, foreign acks, last will, shared subscriptions.
+
+All on the secured broker (TLS, a certificate per client, ACL).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +10,18 @@ import pytest
 from protocol import topics
 from protocol.messages import Ack, encode
 from protocol.settings import mqtt_client
-from tests.helpers import Child, wait_for, write_toml
-from tests.integration.harness import TEST_SYNC, assert_exactly_once, start_bridge, start_kiosk
+from provisioning.pki import BRIDGE_IDENTITY, LISTS_IDENTITY
+from tests.helpers import Child, wait_for
+from tests.integration.harness import TEST_SYNC, assert_exactly_once, start_bridge, start_kiosk, write_config
+from tests.tls_fixtures import SECOND_BRIDGE
 
 pytestmark = pytest.mark.integration
 
 
 def test_batches_sent_before_any_bridge_subscribed_are_resent_after_the_ack_timeout(
-    tmp_path, mqtt_settings, hub_store
+    tmp_path, identities, hub_store
 ):
-    kiosk = start_kiosk(tmp_path, mqtt_settings)
+    kiosk = start_kiosk(tmp_path, identities("kiosk-001"))
     bridge = None
     try:
         wait_for(kiosk.sync.connected_event.is_set, what="the kiosk to connect")
@@ -24,7 +29,7 @@ def test_batches_sent_before_any_bridge_subscribed_are_resent_after_the_ack_time
             kiosk.record("check_in", {"i": i})
         # Nobody subscribes yet, so the broker drops these batches: only a resend can deliver them.
         wait_for(lambda: kiosk.sync.stats.events_sent >= 30, what="the batches to go out")
-        bridge = start_bridge(hub_store, mqtt_settings)
+        bridge = start_bridge(hub_store, identities(BRIDGE_IDENTITY))
         wait_for(lambda: kiosk.outbox.depth() == 0, what="the resend after the ack timeout")
         assert kiosk.sync.stats.resends >= 1
         assert_exactly_once(hub_store, "kiosk-001", kiosk.outbox.epoch, list(range(1, 31)))
@@ -34,10 +39,13 @@ def test_batches_sent_before_any_bridge_subscribed_are_resent_after_the_ack_time
             bridge.stop()
 
 
-def test_an_ack_for_another_epoch_or_a_malformed_ack_marks_nothing(tmp_path, mqtt_settings):
-    kiosk = start_kiosk(tmp_path, mqtt_settings)
-    forger = mqtt_client(mqtt_settings, client_id="forger")
-    forger.connect(mqtt_settings.host, mqtt_settings.port)
+def test_an_ack_for_another_epoch_or_a_malformed_ack_marks_nothing(tmp_path, identities):
+    kiosk = start_kiosk(tmp_path, identities("kiosk-001"))
+    # Only a hub service may write a kiosk's ack topic (the ACL refuses anyone else, see
+    # tests/provisioning/test_broker_security.py), so the wrong acks come as from a faulty bridge.
+    forger_settings = identities(BRIDGE_IDENTITY)
+    forger = mqtt_client(forger_settings, client_id=BRIDGE_IDENTITY)
+    forger.connect(forger_settings.host, forger_settings.port)
     forger.loop_start()
     try:
         wait_for(kiosk.sync.connected_event.is_set, what="the kiosk to connect")
@@ -58,16 +66,14 @@ def test_an_ack_for_another_epoch_or_a_malformed_ack_marks_nothing(tmp_path, mqt
         kiosk.stop()
 
 
-def test_a_killed_kiosk_shows_offline_at_the_hub_through_its_last_will(
-    tmp_path, mosquitto, mqtt_settings, hub_store
-):
-    bridge = start_bridge(hub_store, mqtt_settings)
-    conf = write_toml(
+def test_a_killed_kiosk_shows_offline_at_the_hub_through_its_last_will(tmp_path, identities, hub_store):
+    bridge = start_bridge(hub_store, identities(BRIDGE_IDENTITY))
+    conf = write_config(
         tmp_path / "kiosk.toml",
         {
             "kiosk_id": "kiosk-001",
             "venue_id": "venue-001",
-            "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "keepalive_s": 5},
+            "mqtt": identities.toml("kiosk-001"),
             "outbox": {"path": str(tmp_path / "outbox.db")},
             "sync": TEST_SYNC,
             "gpio": {"pin_factory": "none"},
@@ -89,12 +95,15 @@ def test_a_killed_kiosk_shows_offline_at_the_hub_through_its_last_will(
         bridge.stop()
 
 
-def test_two_bridges_on_a_shared_subscription_store_everything_once(tmp_path, mqtt_settings, hub_store):
+def test_two_bridges_on_a_shared_subscription_store_everything_once(tmp_path, identities, hub_store):
+    # Each bridge worker has an identity of its own: with one, the two would take each other over.
     bridges = [
-        start_bridge(hub_store, mqtt_settings, client_id=f"bridge-{n}", shared_group="ingest") for n in (1, 2)
+        start_bridge(hub_store, identities(name), client_id=name, shared_group="ingest")
+        for name in (BRIDGE_IDENTITY, SECOND_BRIDGE)
     ]
     kiosks = [
-        start_kiosk(tmp_path, mqtt_settings, kiosk_id=f"kiosk-{n:03d}", batch_size=10) for n in range(1, 5)
+        start_kiosk(tmp_path, identities(f"kiosk-{n:03d}"), kiosk_id=f"kiosk-{n:03d}", batch_size=10)
+        for n in range(1, 5)
     ]
     try:
         for i in range(100):
@@ -112,7 +121,7 @@ def test_two_bridges_on_a_shared_subscription_store_everything_once(tmp_path, mq
 
 
 def test_a_kiosk_that_connects_later_receives_the_retained_lists_and_reports_their_age(
-    tmp_path, mqtt_settings, hub_store
+    tmp_path, identities, hub_store
 ):
     from datetime import UTC, datetime, timedelta
 
@@ -122,15 +131,17 @@ def test_a_kiosk_that_connects_later_receives_the_retained_lists_and_reports_the
     key = SigningKey.generate("ES256")
     trust = TrustList(keys={key.kid: key.trusted(now, now + timedelta(days=1))}, version=4, issued_at=now)
     status = StatusList(version=9, issued_at=now, colours={})
-    hub = mqtt_client(mqtt_settings, client_id="hub-lists")
-    hub.connect(mqtt_settings.host, mqtt_settings.port)
+    # The hub's list publisher, with its own service identity (the ACL lets it write the broadcasts).
+    lists_settings = identities(LISTS_IDENTITY)
+    hub = mqtt_client(lists_settings, client_id=LISTS_IDENTITY)
+    hub.connect(lists_settings.host, lists_settings.port)
     hub.loop_start()
     hub.publish(topics.BROADCAST_TRUST, trust.to_json(), qos=1, retain=True).wait_for_publish(5)
     hub.publish(topics.BROADCAST_STATUS, status.to_json(), qos=1, retain=True).wait_for_publish(5)
     hub.loop_stop()
     hub.disconnect()
-    bridge = start_bridge(hub_store, mqtt_settings)
-    kiosk = start_kiosk(tmp_path, mqtt_settings)
+    bridge = start_bridge(hub_store, identities(BRIDGE_IDENTITY))
+    kiosk = start_kiosk(tmp_path, identities("kiosk-001"))
     try:
         wait_for(
             lambda: kiosk.lists.trust is not None and kiosk.lists.status is not None, what="retained lists"

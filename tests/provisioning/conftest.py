@@ -1,74 +1,21 @@
-"""A CA made on the fly and a real mosquitto started with the generated TLS configuration."""
+"""TLS test clients on the secured broker (``pki`` and ``secure_broker`` come from tests/tls_fixtures.py)."""
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from provisioning.acl import render_acl
-from provisioning.broker import MosquittoProcess, render_secure_conf
-from provisioning.pki import BRIDGE_IDENTITY, HubCA, KeyPair
+from provisioning.pki import BRIDGE_IDENTITY
 from tests.provisioning.clients import TlsClient
-
-
-@dataclass
-class Pki:
-    ca: HubCA
-    folder: Path
-
-    def client_files(self, name: str, *, service: bool = False) -> tuple[Path, Path]:
-        """Issue ``name`` a certificate and write it with its key (the test plays the kiosk)."""
-        pair: KeyPair = self.ca.issue_client(name, service=service, days=1)
-        cert, key = self.folder / f"{name}-{pair.cert.serial_number:x}.pem", self.folder / f"{name}.key"
-        pair.write(cert, key)
-        return cert, key
-
-
-@pytest.fixture
-def pki(tmp_path) -> Pki:
-    folder = tmp_path / "certs"
-    folder.mkdir()
-    return Pki(HubCA.init(tmp_path / "ca"), folder)
-
-
-@pytest.fixture
-def secure_broker(tmp_path, pki) -> Iterator[MosquittoProcess]:
-    """mosquitto with the TLS configuration of render_secure_conf on a free loopback port."""
-    root = tmp_path / "broker"
-    root.mkdir()
-    pki.ca.issue_server_cert(dns_names=["localhost"], ip_addresses=["127.0.0.1"]).write(
-        root / "server.pem", root / "server.key"
-    )
-    (root / "acl").write_text(render_acl())
-
-    def conf(broker: MosquittoProcess) -> str:
-        return render_secure_conf(
-            port=broker.port,
-            bind=broker.host,
-            data_dir=broker.layout.data,
-            ca_file=pki.ca.layout.ca_cert,
-            cert_file=root / "server.pem",
-            key_file=root / "server.key",
-            crl_file=pki.ca.layout.crl,
-            acl_file=root / "acl",
-            # As root, mosquitto would drop to its own user, which cannot read the test's 0600 key.
-            user=getpass.getuser(),
-        )
-
-    broker = MosquittoProcess(root, config=conf).start()
-    yield broker
-    broker.stop()
-
+from tests.tls_fixtures import Pki
 
 ClientFactory = Callable[..., TlsClient]
 
 
 @pytest.fixture
-def connect(secure_broker, pki) -> Iterator[ClientFactory]:
+def connect(secure_broker, pki: Pki) -> Iterator[ClientFactory]:
     """``connect(name)`` → a started TlsClient with a fresh certificate for ``name``; stopped at the end."""
     made: list[TlsClient] = []
 

@@ -138,3 +138,41 @@ def test_mosquitto_starts_with_the_config_the_command_wrote_and_accepts_the_brid
         bridge.stop()
     finally:
         broker.stop()
+
+
+def test_service_cert_issues_once_keeps_a_current_one_and_replaces_another_cas(tmp_path):
+    from cryptography import x509
+
+    ca = HubCA.init(tmp_path / "ca")
+    args = [
+        "ca",
+        "service-cert",
+        "antoan-bridge",
+        "--ca-dir",
+        str(ca.layout.root),
+        "--out-dir",
+        str(tmp_path / "c"),
+    ]
+    made = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert made.exit_code == 0 and made.output.startswith("wrote ") and len(made.output.splitlines()) == 1
+    cert_file, key_file = tmp_path / "c" / "antoan-bridge.pem", tmp_path / "c" / "antoan-bridge.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    first = cert_file.read_bytes()
+    assert x509.load_pem_x509_certificate(first).subject.rfc4514_string() == "CN=antoan-bridge"
+    kept = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert kept.output.startswith("kept ") and cert_file.read_bytes() == first
+    due = CliRunner().invoke(main, [*args, "--renew-within-days", "400"], catch_exceptions=False)
+    assert due.output.startswith("wrote ") and cert_file.read_bytes() != first
+    HubCA.init(tmp_path / "other").issue_client("antoan-bridge").write(cert_file, key_file)
+    replaced = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert replaced.output.startswith("wrote ")
+    x509.load_pem_x509_certificate(cert_file.read_bytes()).verify_directly_issued_by(ca.cert)
+
+
+def test_service_cert_refuses_a_kiosk_name(tmp_path):
+    ca = HubCA.init(tmp_path / "ca")
+    result = CliRunner().invoke(
+        main, ["ca", "service-cert", "kiosk-001", "--ca-dir", str(ca.layout.root), "--out-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 1 and "is not valid: use 'antoan-'" in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -5,25 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import ssl
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
-from werkzeug.serving import make_server
 
 from hub import devices
 from hub.broker_bridge.bridge import REVOKED_REASON, Bridge
 from hub.config import BridgeSettings
-from hub.db import make_engine, migrate
-from hub.db.store import HubStore
+from hub.db import make_engine
 from hub.devices import EnrolmentSettings
-from hub.web import create_app
-from hub.web.api import ENROLMENT_EXTENSION
+from hub.identity import HubIdentity
 from kiosk import config as kiosk_config
 from kiosk.__main__ import main as kiosk_cli
 from kiosk.app import KioskApp
@@ -32,59 +26,15 @@ from protocol.settings import MqttSettings, TlsSettings
 from provisioning.broker import connect_once
 from provisioning.pki import BRIDGE_IDENTITY
 from tests.helpers import Child, wait_for, write_toml
-from tests.hub.staff_helpers import hub_config
 from tests.integration.harness import TEST_SYNC
-
-
-@dataclass
-class Hub:
-    url: str
-    db_url: str
-    engine: object
-    store: HubStore
-    settings: EnrolmentSettings
-
-    def token(self, kiosk_id="kiosk-001", venue_id="school-01", **kw) -> str:
-        with self.engine.begin() as conn:
-            return devices.create_enrolment_token(
-                conn,
-                kiosk_id=kiosk_id,
-                venue_id=venue_id,
-                created_by="it",
-                now=dt.datetime.now(dt.UTC),
-                auto_approve=kw.pop("auto_approve", True),
-                **kw,
-            ).token
+from tests.provisioning.hub_server import Hub, https_hub
 
 
 @pytest.fixture
 def hub(tmp_path, pki, secure_broker) -> Iterator[Hub]:
     """The hub web app over HTTPS (server certificate from the hub CA) on 127.0.0.1, in a thread."""
-    url = f"sqlite:///{tmp_path / 'hub' / 'hub.db'}"
-    engine = make_engine(url)
-    migrate(engine)
-    app = create_app(hub_config(url, secret_key="enrolment-test"), engine=engine)
-    settings = EnrolmentSettings(
-        ca_dir=pki.ca.layout.root, broker_host=secure_broker.host, broker_port=secure_broker.port
-    )
-    app.extensions[ENROLMENT_EXTENSION] = settings
-    with engine.begin() as conn:
-        now = dt.datetime.now(dt.UTC)
-        devices.add_venue(conn, venue_id="school-01", name="Trường THCS Lê Lợi", venue_type="school", now=now)
-        devices.add_venue(conn, venue_id="market-02", name="Chợ Bến Thành", venue_type="market", now=now)
-    server_dir = tmp_path / "web-tls"
-    pki.ca.issue_server_cert(dns_names=["localhost"], ip_addresses=["127.0.0.1"]).write(
-        server_dir / "web.pem", server_dir / "web.key"
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(server_dir / "web.pem", server_dir / "web.key")
-    server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=context)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield Hub(f"https://127.0.0.1:{server.server_port}", url, engine, HubStore(engine), settings)
-    server.shutdown()
-    thread.join(10)
-    engine.dispose()
+    with https_hub(tmp_path / "hub-web", pki, secure_broker) as running:
+        yield running
 
 
 def _bundle_dir(folder: Path, bundle: Bundle) -> Path:
@@ -127,6 +77,8 @@ def test_kiosk_enrols_over_https_syncs_renews_and_is_refused_once_revoked(tmp_pa
     cfg = kiosk_config.load(conf)
     assert (cfg.kiosk_id, cfg.venue_id, cfg.mqtt.port) == ("kiosk-001", "school-01", secure_broker.port)
     assert cfg.sample.limit == 5  # the image's own settings are kept
+    # ID cards will be sealed to this hub's own key, which the hub can open to link people for tracing.
+    assert cfg.hub_public_key == HubIdentity(hub.engine).load().public_key_b64
     cert = x509.load_pem_x509_certificate(cfg.mqtt.tls.cert_file.read_bytes())
     assert cert.subject.rfc4514_string() == "CN=kiosk-001"
 
