@@ -33,7 +33,7 @@ from cryptography import x509
 
 from provisioning.broker import MosquittoProcess, free_port, port_open, write_secure_broker
 from provisioning.pki import BRIDGE_IDENTITY, LISTS_IDENTITY, CaLayout, HubCA, write_private
-from provisioning.samples import DemoMaterial, make_demo_material
+from provisioning.samples import DEMO_CASE_LABEL, DemoMaterial, make_demo_material
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -369,6 +369,55 @@ def _hub_stats(engine: Engine) -> dict:
         return {}
 
 
+def _demo_case(engine: Engine, config: HubConfig, material: DemoMaterial, case_id: int | None) -> tuple:
+    """Trace the sample F0 as a health official would: open a case once their check-in has reached the
+    hub, then look again on each call (later check-ins), F2 as the job does. Returns (case id, line to
+    print or None when nothing changed)."""
+    from sqlalchemy import select
+
+    from hub.cases import open_case, refresh_case, resolve_subject, run_f2
+    from hub.db import writing
+    from hub.db.schema import cases, visits
+    from hub.identity import HubIdentity
+    from hub.tracing import VisitIndex
+
+    identity = HubIdentity(engine).load()
+    now = dt.datetime.now(dt.UTC)
+    rules = config.tracing
+    if case_id is None:
+        with writing(engine).begin() as conn:
+            subject = resolve_subject(conn, identity, pass_id=material.pass_ids[DEMO_CASE_LABEL], now=now)
+            seen = select(visits.c.id).where(visits.c.person_id == subject.person_id).limit(1)
+            if conn.execute(seen).first() is None:
+                return None, None
+            case_id = conn.execute(
+                select(cases.c.id).where(cases.c.person_id == subject.person_id, cases.c.status == "open")
+            ).scalar()
+        if case_id is None:
+            case_id = open_case(
+                engine, identity, subject, onset_date=None, test_date=now.date(), rules=rules,
+                actor="demo", role="health_official", note="demo: the sample person with a positive test",
+                now=now,
+            )  # fmt: skip
+    with engine.connect() as conn:
+        before = tuple(
+            conn.execute(select(cases.c.f1_count, cases.c.f2_count).where(cases.c.id == case_id)).one()
+        )
+    refresh_case(engine, case_id, rules, actor="demo", role="health_official", now=now)
+    horizon = int(now.timestamp()) - (rules.lookback_days + rules.f2_window_days) * 86400
+    run_f2(engine, case_id, VisitIndex(engine, horizon_s=lambda: horizon), rules)
+    with engine.connect() as conn:
+        after = tuple(
+            conn.execute(select(cases.c.f1_count, cases.c.f2_count).where(cases.c.id == case_id)).one()
+        )
+    if after == before and before != (0, 0):
+        return case_id, None
+    return case_id, (
+        f"case {case_id} for {DEMO_CASE_LABEL} (F0): {after[0]} F1, {after[1]} F2; their passes turn "
+        f"{rules.f1_colour}/{rules.f2_colour} on the kiosk through the status list"
+    )
+
+
 def _get_json(url: str, *, context: ssl.SSLContext | None = None) -> dict | None:
     try:
         with urllib.request.urlopen(url, timeout=2, context=context) as resp:
@@ -588,6 +637,7 @@ def main(
             "  Stop: Ctrl-C (nhấn Ctrl-C để dừng)\n"
         )
         started = time.monotonic()
+        case_id: int | None = None
         next_report = started + 5  # the first report once the kiosk had time to sync
         while not stop.is_set():
             stack.check()
@@ -596,6 +646,10 @@ def main(
                 break
             for line in scans.new_lines():
                 click.echo(f"   kiosk: {line}")
+            if now >= next_report:
+                case_id, case_line = _demo_case(engine, hub_config, material, case_id)
+                if case_line is not None:
+                    click.echo(f"==> tracing: {case_line}\n   case page: {base}/admin/cases/{case_id}")
             if now >= next_report:
                 stats = _hub_stats(engine)
                 kiosks = {k["kiosk_id"]: k for k in stats.get("kiosks", [])}

@@ -9,7 +9,6 @@ them. Everything is generated here; no real person's data.
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from dataclasses import dataclass
@@ -83,6 +82,8 @@ _PEOPLE = {
     "case": _Person("case's pass PMK", "Phạm Minh Khôi", 1978, "male", Colour.RED),
     "expired": _Person("expired pass VTH", "Võ Thị Hằng", 1969, "female", Colour.GREEN),
 }
+#: The sample person the demo opens a case (F0) for once their check-in reached the hub.
+DEMO_CASE_LABEL = _PEOPLE["case"].label
 
 
 def _demo_declaration(conn: Connection, person: _Person, now: datetime) -> int:
@@ -172,7 +173,8 @@ def make_demo_material(
     ``folder/hub.db`` (kiosk tests and benchmarks that run without a hub).
     """
     import cv2
-    from nacl.public import PrivateKey
+
+    from hub.identity import HubIdentity
 
     now = now or datetime.now(UTC)
     folder.mkdir(parents=True, exist_ok=True)
@@ -190,13 +192,11 @@ def make_demo_material(
         trust_json = KeyRing(engine, settings).trust_list(now).to_json()
         with engine.connect() as conn:
             status_json = status_list(conn, now).to_json()
+        # ID cards are sealed to the hub's own key, so the hub can link them to people for tracing.
+        hub_public_b64 = HubIdentity(engine).load().public_key_b64
     finally:
         if own_engine:
             engine.dispose()
-
-    sealing = PrivateKey.generate()
-    (folder / "hub-sealing-key").write_text(base64.b64encode(bytes(sealing)).decode())
-    hub_public_b64 = base64.b64encode(bytes(sealing.public_key)).decode()
 
     # Signed by a key the hub never trusted: kiosks refuse it (unknown key).
     forger = SigningKey.generate("ES256")

@@ -37,6 +37,12 @@ def _stored_seqs(root: Path) -> list[int]:
         engine.dispose()
 
 
+def _demo_f1(out: Path) -> int:
+    """The latest F1 count the demo printed for its case (0 before it printed one)."""
+    lines = [x for x in out.read_text().splitlines() if x.startswith("==> tracing: case")]
+    return int(lines[-1].split("(F0): ")[1].split(" F1")[0]) if lines else 0
+
+
 def test_the_secured_demo_enrols_syncs_refuses_strangers_and_continues(tmp_path):
     root = tmp_path / "demo"
     args = [
@@ -68,6 +74,9 @@ def test_the_secured_demo_enrols_syncs_refuses_strangers_and_continues(tmp_path)
         wait_for(lambda: _stored_seqs(root), timeout_s=60, what="kiosk events at the hub")
         # A green verdict needs the trust list, which the bridge's list publisher (its own identity) sent.
         wait_for(lambda: "kiosk: green" in out.read_text(), timeout_s=60, what="a green verdict")
+        # The sample F0's check-in reached the hub: the demo opens a case and finds the other visitors.
+        # The case is looked at again as check-ins arrive, as an official would press "look again".
+        wait_for(lambda: _demo_f1(out) >= 1, timeout_s=90, what="an F1 in the demo case")
 
         hub = tomllib.loads((root / "hub.toml").read_text())
         port = hub["mqtt"]["port"]
@@ -106,6 +115,14 @@ def test_the_secured_demo_enrols_syncs_refuses_strangers_and_continues(tmp_path)
     engine = create_engine(f"sqlite:///{root / 'hub.db'}")
     with engine.connect() as conn:
         dead = conn.execute(text("SELECT count(*) FROM dead_letters")).scalar()
+        # ID-card check-ins were opened with the hub's own key and linked to people by a keyed hash.
+        card_people = conn.execute(
+            text(
+                "SELECT count(DISTINCT v.person_id) FROM visits v JOIN persons p ON p.id = v.person_id "
+                "LEFT JOIN declaration_persons d ON d.person_id = p.id "
+                "WHERE p.person_key LIKE 'id:%' AND d.person_id IS NULL"
+            )
+        ).scalar()
     engine.dispose()
     with sqlite3.connect(root / "kiosk-outbox.db") as outbox:
         held = {r[0] for r in outbox.execute("SELECT seq FROM events")}
@@ -113,3 +130,4 @@ def test_the_secured_demo_enrols_syncs_refuses_strangers_and_continues(tmp_path)
     assert len(stored) == len(set(stored)) > 0
     assert acked <= set(stored) <= held  # the kiosk only believes what the hub stored
     assert dead == 0
+    assert card_people >= 2

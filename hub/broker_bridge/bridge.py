@@ -345,15 +345,39 @@ def _purge_on_schedule(engine, config: HubConfig, stop: threading.Event) -> None
         wait_s = interval
 
 
+#: How often the bridge looks at the CRL's next update (it warns from CRL_WARN_DAYS before it).
+CRL_CHECK_INTERVAL_S = 6 * 3600.0
+
+
+def _watch_crl(config: HubConfig, stop: threading.Event) -> None:
+    """Warn in the log while the CRL in ``enrolment.ca_dir`` is close to (or past) its next update:
+    after it the broker refuses every kiosk. Silent where the folder holds no CRL (no CA here)."""
+    import datetime as dt
+
+    from provisioning.pki import crl_expiry_warning
+
+    while True:
+        warning = crl_expiry_warning(config.enrolment.ca_dir, dt.datetime.now(dt.UTC))
+        if warning is not None:
+            log.warning("%s", warning)
+        if stop.wait(CRL_CHECK_INTERVAL_S):
+            return
+
+
 def run_bridge(config: HubConfig) -> None:
     """Run one bridge worker until SIGTERM or Ctrl-C (``antoan-hub bridge``)."""
     from hub.broker_bridge.downlink import ListPublisher
     from hub.db import make_engine, migrate
+    from hub.identity import HubIdentity
     from hub.keys import KeyRing
+    from hub.notify import run_notifier_in
+    from hub.presence import Presence
 
     engine = make_engine(config.database.url)
     migrate(engine)
-    bridge = Bridge(store=HubStore(engine), mqtt_settings=config.mqtt, settings=config.bridge)
+    # Check-ins become presence intervals (tracing) in the ingest transaction, by the configured rules.
+    store = HubStore(engine, presence=Presence(HubIdentity(engine).load(), config.tracing))
+    bridge = Bridge(store=store, mqtt_settings=config.mqtt, settings=config.bridge)
     # Trust and status lists to the kiosks, retained; its own client, so ingest acks never wait on it.
     downlink = ListPublisher(
         engine=engine,
@@ -373,14 +397,19 @@ def run_bridge(config: HubConfig) -> None:
     purger = threading.Thread(
         target=_purge_on_schedule, args=(engine, config, stop), name="retention-purge", daemon=True
     )
+    crl_watch = threading.Thread(target=_watch_crl, args=(config, stop), name="crl-watch", daemon=True)
     try:
         downlink.start()
         bridge.start()
         purger.start()
+        crl_watch.start()
+        # Notices to the contacts of open cases through the SMS webhook (off without notify.webhook_url).
+        run_notifier_in(config, engine=engine, stop=stop)
         stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
+        stop.set()
         bridge.stop()
         downlink.stop()
         engine.dispose()
