@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import threading
 from collections.abc import Iterator
@@ -69,7 +70,29 @@ def _on_sqlite_connect(dbapi_connection, connection_record) -> None:
 
 
 def _on_sqlite_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN")
+    # A transaction that reads before it writes must take the write lock first: a deferred one that
+    # finds another writer committed since its read fails at once ("database is locked"), without
+    # the busy timeout's wait. See :func:`writing`.
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+
+_WRITE = "antoan_write"
+
+
+def dialect_insert(bind: Connection | Engine, table):
+    """The backend's own ``INSERT`` for ``table`` (it has ``on_conflict_do_nothing/do_update``)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql if bind.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+def writing(engine: Engine) -> Engine:
+    """``engine`` for a transaction that reads, then writes: ``with writing(engine).begin() as conn``.
+
+    On SQLite it begins with the write lock held (waiting up to the busy timeout for other writers);
+    on PostgreSQL it changes nothing.
+    """
+    return engine.execution_options(**{_WRITE: True})
 
 
 def make_engine(url: str) -> Engine:
@@ -121,10 +144,28 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+@functools.cache
+def _script_heads() -> frozenset[str]:
+    """The head revisions of the migration scripts, read once per process (a running process keeps the
+    code it started with, migrations included)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS_DIR).replace("%", "%%"))
+    return frozenset(ScriptDirectory.from_config(config).get_heads())
+
+
 def _upgrade(connection: Connection) -> None:
     from alembic import command
+    from alembic.runtime.migration import MigrationContext
 
     with _ALEMBIC_LOCK:
+        # A database already at head is the common case (every start but the first, every test on a
+        # migrated copy); Alembic's upgrade would parse every migration script again (~20 ms) to do
+        # nothing. Any other state (older, empty, or a revision these scripts do not know) goes to it.
+        if frozenset(MigrationContext.configure(connection).get_current_heads()) == _script_heads():
+            return
         command.upgrade(_alembic_config(connection), "head")
 
 
