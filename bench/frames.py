@@ -34,6 +34,7 @@ CATEGORIES = (
     "inverted",
 )
 RESOLUTIONS = ((640, 480), (1280, 720))
+EXPOSURES = ("under", "over", "shade")
 DEFAULT_SEED = 20_240_611
 QR_ALPHANUMERIC = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 QUIET = 4  # modules of quiet zone around the symbol
@@ -52,8 +53,9 @@ class Frame:
 
     image: np.ndarray
     expected: bytes | None
-    category: str  # one of CATEGORIES, or "empty"
+    category: str  # one of CATEGORIES, "empty", or one of EXPOSURES
     index: int
+    centre: tuple[float, float] | None = None  # the code's centre in the frame (pixels), if any
 
 
 # ----- payloads -----------------------------------------------------------------------------------
@@ -358,7 +360,14 @@ def make_code_frame(category: str, size: tuple[int, int], rng: np.random.Generat
         frame = frame * bands
 
     image = _camera(frame, rng, noise=noise, jpeg=bool(rng.random() < 0.5))
-    return Frame(image=image, expected=payload, category=category, index=index)
+    (centre,) = cv2.perspectiveTransform(np.array([[[0.5, 0.5]]], np.float32), hom)[0]
+    return Frame(
+        image=image,
+        expected=payload,
+        category=category,
+        index=index,
+        centre=(float(centre[0]), float(centre[1])),
+    )
 
 
 def make_empty_frame(size: tuple[int, int], rng: np.random.Generator, index: int = 0) -> Frame:
@@ -389,3 +398,30 @@ def empty_frames(size: tuple[int, int], count: int, *, seed: int = DEFAULT_SEED)
     for i in range(count):
         rng = np.random.default_rng([seed, size[0], 1_000_000 + i])
         yield make_empty_frame(size, rng, index=i)
+
+
+def exposure_frames(size: tuple[int, int], count: int, *, seed: int = DEFAULT_SEED) -> Iterator[Frame]:
+    """``count`` card-size (``small``) code frames re-exposed in turn: ``EXPOSURES[i % 3]``.
+
+    The cases a split at mid-gray cannot see: ``under`` (the whole frame darkened to 30-65 %), ``over``
+    (dark modules lifted to 45-75 % of white) and ``shade`` (the card in a soft shadow, 45-70 % darker at
+    its centre, while the scene around it is lit). The cards are new draws, not the benchmark's own.
+    """
+    for i in range(count):
+        rng = np.random.default_rng([seed, size[0], 2_000_000 + i])
+        frame = make_code_frame("small", size, rng, index=i)
+        kind = EXPOSURES[i % len(EXPOSURES)]
+        img = frame.image.astype(np.float32)
+        if kind == "under":
+            img = img * rng.uniform(0.3, 0.65)
+        elif kind == "over":
+            img = 255 - (255 - img) * rng.uniform(0.3, 0.6)
+        else:
+            h, w = img.shape
+            cx, cy = frame.centre or (w / 2, h / 2)
+            yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+            radius = rng.uniform(150, 260) * h / 720
+            blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / radius**2)
+            img = img * (1 - rng.uniform(0.45, 0.7) * blob) + rng.uniform(0, 40) * (1 - blob)
+        image = np.clip(img, 0, 255).astype(np.uint8)
+        yield Frame(image=image, expected=frame.expected, category=kind, index=i, centre=frame.centre)

@@ -8,34 +8,51 @@ The kiosk's default is ``make_decoder("layered")``; its stages and settings were
 ``python -m bench scanner`` (bench/scanner.py) on its 1,000 distorted code frames and 200 empty frames
 per resolution (issue 3). Counts below are code frames decoded at 1280x720, 0 wrong decodes throughout:
 
-- Full-frame zxing-cpp pass without ``try_invert`` and ``try_downscale``: 725. Those two options cost
-  35-50 % of zxing's time on an empty frame and their work is done more cheaply by the glance
-  (zxing with both on, alone: 853).
-- The glance, when the full-frame pass finds nothing: +186 (100 of them inverted codes). zxing's
-  LocalAverage binarizer treats blocks with a range under 24 grey levels as background, which is why
-  low-contrast and low-light codes fail; moiré defeats it too. An OpenCV box-mean threshold with a
-  ±2 margin on a copy with a ~360 px short side (half size at 1280x720) binarizes them, and the
-  margin keeps flat noisy areas white, so the finder search on an empty frame stays short (±3: about
-  4 % cheaper, 923). Tried and dropped: zxing's GlobalHistogram on the half
-  copy (the previous glance, 894 in all), a plain half-size LocalAverage pass with ``try_invert``
-  (879), CLAHE or histogram equalisation first (867-888), a band-pass with gain (930, but zxing on the
-  amplified noise took three times as long), zxing's GlobalHistogram on the mean-subtracted copy (872),
-  subsampling instead of area averaging (893), the glance before the full-frame pass with the latter
-  gated on a location (loses 163 codes only the full-resolution pass sees: small ID cards, steep
-  perspective).
-- The closer look at a located but undecoded symbol: +21, 932 in all. Its band-pass variants add
-  5 at 640x480 and none at 1280x720. It runs on no empty frame of the benchmark.
-- The inverted search is not a separate gated pass: in the glance it costs one binarization and one
-  zxing search of a binary image (about 0.18 ms at 1280x720), which no cheap "is it light on dark"
-  test we found could undercut; and a glance at a half-size copy of a 640x480 frame loses inverted
-  codes, so the glance copy keeps a short side of about 360 px.
+- Full-frame pass split at mid-gray (zxing-cpp's FixedThreshold binarizer): 529. zxing costs about
+  0.28 ms on any 1280x720 frame, even a blank one; its LocalAverage binarizer adds its binarization and
+  a search of the speckle it makes of clutter and sensor noise, about 1.0 ms in all on an empty frame
+  against 0.35 ms split at mid-gray (process CPU time here). LocalAverage alone reads 725, but what it
+  reads and the split does not (low contrast, low light, moiré) is what the glance reads anyway:
+  split + glance 912, LocalAverage + glance 911. The split reads the small ID cards as well (100 %).
+- The glance, when that finds nothing: +383 (100 of them inverted codes). zxing's LocalAverage
+  binarizer treats blocks with a range under 24 grey levels as background, which is why low-contrast
+  and low-light codes fail; moiré defeats it too. An OpenCV box-mean threshold with a ±2 margin on a
+  copy with a ~360 px short side (half size at 1280x720) binarizes them, and the margin keeps flat
+  noisy areas white, so the finder search on an empty frame stays short (±3: about 4 % cheaper, 923
+  with the old full-frame pass). Tried and dropped: zxing's GlobalHistogram on the half copy (894 in
+  all), a plain half-size LocalAverage pass with ``try_invert`` (879), CLAHE or histogram equalisation
+  first (867-888), a band-pass with gain (930, but zxing on the amplified noise took three times as
+  long), zxing's GlobalHistogram on the mean-subtracted copy (872), subsampling instead of area
+  averaging (893), a box mean taken on a quarter copy and scaled up (-7 codes, no measurable saving),
+  the light-on-dark search as ``try_invert`` on the dark-on-light image (-1, 2 % cheaper: noise).
+- LocalAverage on the full frame where the split is blind (a textured patch of 5×5 blocks wholly on
+  one side of mid-gray): +4 here, where frames are exposed normally, but on bench/frames.py's exposure
+  set (card-size codes under- or over-exposed or in a shadow) the decoder reads 100 % with it and 5 %
+  without; zxing alone, 100 %. The test runs on every empty frame (about 0.2 ms: a dozen small OpenCV
+  and numpy calls) and lets the pass run on 14 % of the empty frames at 1280x720 (the dark ones).
+- The closer look at a located but undecoded symbol: +19, 935 in all (the old LocalAverage-first
+  order: 932). Its band-pass variants add 5 at 640x480 and none at 1280x720. It runs on no empty frame
+  of the benchmark.
+- Also tried for the empty-frame cost: our own local threshold at full resolution (8×8 block means
+  scaled up, a margin of 16) instead of zxing's: 944 codes, but the full-size threshold map and
+  comparison cost what they save (0.90-0.93 of zxing alone, against 0.8-0.89 now) and it read a
+  quarter fewer small codes at 640x480; the LocalAverage pass gated on texture alone (fires on almost
+  every empty frame: clutter is texture); ``try_invert`` on a full-frame pass instead of the glance's
+  light-on-dark pass; QR Model 2 alone instead of the QR family (1 %); an ``ImageView`` instead of the
+  numpy array (2 %); ``cv2.setNumThreads(1)`` and glibc malloc thresholds (no difference beyond the
+  noise). zxing-cpp holds the GIL, so its passes cannot run side by side on two cores. Buffers kept
+  between frames do matter: a fresh full-size array per step costs page faults on every frame (the
+  full-resolution threshold pipeline above took 2-3 times as long with them).
 
-Cost on an empty 1280x720 frame (median, same benchmark run, load average about 1): 1.66 ms against
-1.61 ms for zxing-cpp alone with its defaults, so the issue's 1.5 ms target is missed. The full-frame
-pass takes 0.5-0.65 of zxing's time (zxing's own binarization and finder search over 0.9 Mpixel, which
-no option shortens further), the glance the rest: the resize and the box mean about 0.2 ms each, the
-two binary searches about 0.15 ms each. Downscaling the full-frame pass to 0.75-0.8 would pay for the
-glance but reads only 90 % of the small ID-card codes, against 100 %.
+Cost on an empty 1280x720 frame, the kiosk default and zxing-cpp alone taking turns (bench/scanner.py),
+in four full benchmark runs on this shared 2-core machine (load average 1.8-6.4): 0.76-0.90 of zxing
+alone's median wall time (0.74-0.80 as the median of the per-pass ratios; process CPU time 0.85-0.90),
+1.77-3.63 ms against 2.28-4.02 ms. zxing alone measured 1.61 ms in the run before these; on this
+busier machine the 1.5 ms target was missed in all four. Alternating with the previous decoder in
+blocks of 20 frames, it took 0.89-1.00 of zxing alone (CPU 1.04-1.13) and this one 0.65-0.75 (CPU
+0.85-0.86); at 640x480 (blocks of 200) 2.03 ms against 1.25 ms, zxing alone 0.70 ms. Per stage
+(CPU, median, 1280x720): the split 0.35 ms, the half copy 0.07, the box mean 0.23, the two glance
+binarizations and searches 0.41, the blindness test about 0.2.
 """
 
 from __future__ import annotations
@@ -208,22 +225,34 @@ class PyzbarDecoder:
 
 
 class LayeredDecoder:
-    """A full-frame zxing pass, a local-threshold glance at a small copy, a rate-limited closer look.
+    """A mid-gray full-frame pass, a local-threshold glance, a gated local full-frame pass, a closer look.
 
-    1. The primary decoder on the full frame (never downscaled: small ID-card codes need the pixels).
-       ``make_decoder("layered")`` gives it zxing-cpp with ``try_invert``/``try_downscale`` off: the
-       glance covers both on a smaller copy (a quarter of the pixels at 1280x720).
-    2. When it finds nothing: a glance at a copy whose short side is about ``glance_side`` pixels
+    1. ``midgray`` (on by default): zxing-cpp on the full frame (never downscaled: small ID-card codes need
+       the pixels) with its FixedThreshold binarizer, i.e. split at mid-gray (127). On a normally exposed
+       frame that reads what the LocalAverage binarizer reads, small cards included, at a third of the
+       cost: LocalAverage's own binarization and its search of the speckle it makes of clutter and sensor
+       noise are most of zxing's time on an empty frame. With ``midgray`` off, ``primary`` runs here.
+    2. When nothing was decoded: a glance at a copy whose short side is about ``glance_side`` pixels
        (averaged down, which also smooths sensor noise and a phone screen's moiré). OpenCV binarizes it
        against a 15×15 local mean with a small margin, once for dark-on-light and once for light-on-dark
        (inverted, dark-mode screens), and zxing-cpp searches each binary image. Unlike zxing's own
        LocalAverage binarizer this has no minimum contrast, so low-contrast and low-light codes binarize;
        the margin keeps flat, noisy areas white, so the finder search on an empty frame stays cheap.
-    3. When a symbol was located (by 1 or 2) but not decoded, and ``second_pass`` is on: a closer look
+    3. ``primary`` (zxing-cpp with LocalAverage in the kiosk) on the full frame, only where a mid-gray
+       split is blind: when the frame holds a textured patch at least ``gate_blocks`` blocks across
+       (40 px at 1280x720, the smallest QR at 2 px per module) whose blocks all sit on one side of
+       mid-gray. That is the under- or over-exposed frame, the card in a shadow or in glare; its code
+       may be too small for the glance. The test looks at 2×2-pixel blocks (8×8 at 1280x720, zxing's
+       block size) of a quarter copy: contrast above ``gate_range`` and min/max both above
+       ``127 - gate_offset`` or both below ``127 + gate_offset``.
+    4. When a symbol was located (by 1, 2 or 3) but not decoded, and ``second_pass`` is on: a closer look
        at that region of the full frame — crop with a quiet-zone margin, upscale ×2 (cubic), stretch the
        contrast, sharpen, smooth or band-pass, decode again. At most ``max_second_pass_per_s`` closer
        looks a second, so a code that stays undecodable in front of the camera cannot make every frame
        expensive; frames where nothing is located (almost all empty frames) never pay for it.
+
+    Intermediate images live in buffers kept between frames (a fresh 1 MB array per step costs page
+    faults on every frame), so one decoder serves one scan loop: it is not thread-safe.
     """
 
     name = "layered"
@@ -232,6 +261,7 @@ class LayeredDecoder:
         self,
         primary: Decoder,
         *,
+        midgray: bool = True,
         second_pass: bool = True,
         max_second_pass_per_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
@@ -239,8 +269,12 @@ class LayeredDecoder:
         glance_side: int = 360,
         glance_window: int = 15,
         glance_margin: int = 2,
+        gate_range: int = 12,
+        gate_offset: int = 10,
+        gate_blocks: int = 5,
     ) -> None:
         self.primary = primary
+        self.midgray = midgray
         self.second_pass = second_pass
         self.max_second_pass_per_s = max_second_pass_per_s
         self.clock = clock
@@ -248,11 +282,21 @@ class LayeredDecoder:
         self.glance_side = glance_side
         self.glance_window = glance_window
         self.glance_margin = glance_margin
+        self.gate_range = gate_range
+        self.gate_offset = gate_offset
+        self._gate_kernel = np.ones((gate_blocks, gate_blocks), np.uint8)
+        self._pair = np.ones((2, 2), np.uint8)
+        self._midgray = ZxingDecoder(
+            binarizer="fixed_threshold", try_downscale=False, try_invert=False, try_rotate=False
+        )
         self._binary = ZxingDecoder(binarizer="fixed_threshold", try_downscale=False, try_invert=False)
         self._retry = ZxingDecoder(try_downscale=False)
         self._retry_global = ZxingDecoder(binarizer="global_histogram", try_downscale=False)
+        self._buffers: dict[str, np.ndarray] = {}
         self._last_second_pass: float | None = None
         # Counters for the benchmark and the status page.
+        self.midgray_hits = 0
+        self.primary_runs = 0
         self.primary_hits = 0
         self.glance_hits = 0
         self.glance_inverted_hits = 0
@@ -261,22 +305,32 @@ class LayeredDecoder:
         self.second_pass_skipped = 0
 
     def decode(self, gray: np.ndarray) -> list[Decoded]:
-        locate = getattr(self.primary, "decode_and_locate", None)
-        if locate is not None:
-            decoded, located = locate(gray)
-        else:
-            decoded, located = self.primary.decode(gray), []
-        if decoded:
-            self.primary_hits += 1
-            return decoded
         image = _as_gray(gray)
         if image is None:
             return []
+        if self.midgray:
+            decoded, located = self._midgray.decode_and_locate(image)
+            if decoded:
+                self.midgray_hits += 1
+                return decoded
+        else:
+            decoded, located = self._run_primary(image)
+            if decoded:
+                self.primary_hits += 1
+                return decoded
+        small, factor = self._small(image)
         if self.glance:
-            found, more = self._glance(image)
+            found, more = self._glance(small, factor)
             if found:
                 self.glance_hits += 1
                 return found
+            located = located + more
+        if self.midgray and self._midgray_blind(small):
+            self.primary_runs += 1
+            decoded, more = self._run_primary(image)
+            if decoded:
+                self.primary_hits += 1
+                return decoded
             located = located + more
         if not located or not self.second_pass:
             return []
@@ -291,6 +345,12 @@ class LayeredDecoder:
                 return found
         return []
 
+    def _run_primary(self, image: np.ndarray) -> tuple[list[Decoded], list[Quad]]:
+        locate = getattr(self.primary, "decode_and_locate", None)
+        if locate is not None:
+            return locate(image)
+        return self.primary.decode(image), []
+
     def _second_pass_allowed(self) -> bool:
         """At most ``max_second_pass_per_s`` closer looks a second (0 or less: none; ``math.inf``: all)."""
         if self.max_second_pass_per_s <= 0:
@@ -304,28 +364,67 @@ class LayeredDecoder:
         self._last_second_pass = now
         return True
 
-    def _glance(self, gray: np.ndarray) -> tuple[list[Decoded], list[Quad]]:
-        """Local-mean binarization of a small copy, both polarities; decoded codes or located symbols."""
-        factor = min(1.0, self.glance_side / min(gray.shape))
+    def _buffer(self, name: str, height: int, width: int) -> np.ndarray:
+        """A uint8 array kept for the next frame of the same size."""
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.shape != (height, width):
+            buffer = self._buffers[name] = np.empty((height, width), np.uint8)
+        return buffer
+
+    def _small(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
+        """The glance copy (short side about ``glance_side``) and its scale; the frame itself if smaller."""
+        h, w = gray.shape
+        factor = min(1.0, self.glance_side / min(h, w))
+        if factor >= 1:
+            return gray, 1.0
+        sw, sh = max(1, round(w * factor)), max(1, round(h * factor))
         # At exactly 1/2 both average 2x2 pixels; at other factors above 1/2 OpenCV's INTER_AREA takes a
         # slow generic path (0.8 ms against 0.14 ms for 640x480 -> 480x360, measured here).
         interpolation = cv2.INTER_AREA if factor <= 0.5 else cv2.INTER_LINEAR
-        small = (
-            cv2.resize(gray, None, fx=factor, fy=factor, interpolation=interpolation) if factor < 1 else gray
-        )
-        mean = cv2.blur(small, (self.glance_window, self.glance_window))
+        small = cv2.resize(gray, (sw, sh), dst=self._buffer("small", sh, sw), interpolation=interpolation)
+        return small, factor
+
+    def _glance(self, small: np.ndarray, factor: float) -> tuple[list[Decoded], list[Quad]]:
+        """Local-mean binarization of the small copy, both polarities; decoded codes or located symbols."""
+        sh, sw = small.shape
+        window = (self.glance_window, self.glance_window)
+        mean = cv2.blur(small, window, dst=self._buffer("mean", sh, sw))
+        level = self._buffer("level", sh, sw)
+        binary = self._buffer("binary", sh, sw)
         located: list[Quad] = []
-        # 255 (white) unless the pixel is clearly darker than its neighbourhood: dark-on-light codes.
-        dark_on_light = cv2.compare(small, cv2.subtract(mean, self.glance_margin), cv2.CMP_GE)
-        # 255 unless the pixel is clearly lighter: light-on-dark (inverted) codes come out dark-on-light.
-        light_on_dark = cv2.compare(small, cv2.add(mean, self.glance_margin), cv2.CMP_LE)
-        for binary, inverted in ((dark_on_light, False), (light_on_dark, True)):
+        for inverted in (False, True):
+            if inverted:
+                # 255 unless the pixel is clearly lighter: light-on-dark (inverted) codes come out dark.
+                cv2.compare(small, cv2.add(mean, self.glance_margin, dst=level), cv2.CMP_LE, dst=binary)
+            else:
+                # 255 (white) unless the pixel is clearly darker than its neighbourhood.
+                cv2.compare(small, cv2.subtract(mean, self.glance_margin, dst=level), cv2.CMP_GE, dst=binary)
             found, more = self._binary.decode_and_locate(binary)
             if found:
                 self.glance_inverted_hits += inverted
                 return [_shift(d, 0, 0, factor) for d in found], []
             located += [_scale_quad(q, 1 / factor) for q in more]
         return [], located
+
+    def _midgray_blind(self, small: np.ndarray) -> bool:
+        """Whether a textured patch the size of a small code lies wholly above or below mid-gray."""
+        sh, sw = small.shape
+        qh, qw = sh // 2, sw // 2
+        bh, bw = qh // 2, qw // 2
+        blocks = self._gate_kernel.shape[0]
+        if bh < blocks or bw < blocks:
+            return True  # a frame this small costs little: always run the local pass
+        area, nearest = cv2.INTER_AREA, cv2.INTER_NEAREST
+        quarter = cv2.resize(small, (qw, qh), dst=self._buffer("quarter", qh, qw), interpolation=area)
+        # Min and max of each 2x2 block: the window at (x, y) is [x, x+1] x [y, y+1], sampled at even x, y.
+        low = cv2.erode(quarter, self._pair, dst=self._buffer("low", qh, qw), anchor=(0, 0))
+        high = cv2.dilate(quarter, self._pair, dst=self._buffer("high", qh, qw), anchor=(0, 0))
+        low = cv2.resize(low, (bw, bh), dst=self._buffer("block_low", bh, bw), interpolation=nearest)
+        high = cv2.resize(high, (bw, bh), dst=self._buffer("block_high", bh, bw), interpolation=nearest)
+        textured = (high - low) > self.gate_range  # high >= low: no wrap-around
+        one_side = (low >= 127 - self.gate_offset) | (high <= 127 + self.gate_offset)
+        patch = cv2.erode((textured & one_side).view(np.uint8), self._gate_kernel)
+        return bool(patch.any())
 
     def _closer_look(self, gray: np.ndarray, quad: Quad) -> list[Decoded]:
         """Crop around ``quad`` (with a quiet-zone margin), upscale, normalise, filter, decode again."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.frames import Frame, code_frames, empty_frames, make_code_frame, qr_modules
+from bench.frames import Frame, code_frames, empty_frames, exposure_frames, make_code_frame, qr_modules
 from kiosk.scanner.decode import (
     Decoded,
     DecoderUnavailable,
@@ -111,7 +111,9 @@ class LocatingStub:
 
 def test_second_pass_is_rate_limited_by_the_injected_clock():
     clock = StepClock()
-    decoder = LayeredDecoder(LocatingStub(), max_second_pass_per_s=5.0, clock=clock, glance=False)
+    decoder = LayeredDecoder(
+        LocatingStub(), midgray=False, max_second_pass_per_s=5.0, clock=clock, glance=False
+    )
     frame = np.full((120, 160), 128, dtype=np.uint8)
     for _ in range(10):  # ten frames in the same instant: one closer look, nine skipped
         assert decoder.decode(frame) == []
@@ -126,8 +128,8 @@ def test_second_pass_is_rate_limited_by_the_injected_clock():
 
 def test_second_pass_off_or_zero_rate_never_runs():
     for decoder in (
-        LayeredDecoder(LocatingStub(), second_pass=False, clock=StepClock()),
-        LayeredDecoder(LocatingStub(), max_second_pass_per_s=0, clock=StepClock()),
+        LayeredDecoder(LocatingStub(), midgray=False, second_pass=False, clock=StepClock()),
+        LayeredDecoder(LocatingStub(), midgray=False, max_second_pass_per_s=0, clock=StepClock()),
     ):
         decoder.decode(np.full((120, 160), 128, dtype=np.uint8))
         assert decoder.second_passes == 0
@@ -144,7 +146,7 @@ def test_second_pass_recovers_a_located_but_undecoded_code():
             n = qr_modules(payload).shape[0] * 4
             return [], [((200, 100), (200 + n, 100), (200 + n, 100 + n), (200, 100 + n))]
 
-    decoder = LayeredDecoder(LocateOnly(), clock=StepClock(), glance=False)
+    decoder = LayeredDecoder(LocateOnly(), midgray=False, clock=StepClock(), glance=False)
     (result,) = decoder.decode(frame)
     assert result.raw == payload
     assert decoder.second_pass_hits == 1
@@ -192,8 +194,13 @@ def test_generated_frames_are_deterministic():
 
 
 def _primary() -> ZxingDecoder:
-    """The layered decoder's full-frame pass: no inverted search and no downscaling of its own."""
+    """The layered decoder's local full-frame pass: no inverted search and no downscaling of its own."""
     return ZxingDecoder(try_invert=False, try_downscale=False, try_rotate=False)
+
+
+def _midgray() -> ZxingDecoder:
+    """The layered decoder's first pass: the full frame split at mid-gray."""
+    return ZxingDecoder(binarizer="fixed_threshold", try_invert=False, try_downscale=False, try_rotate=False)
 
 
 def _damaged(payload: bytes, module_px: int = 6) -> np.ndarray:
@@ -209,12 +216,92 @@ def _damaged(payload: bytes, module_px: int = 6) -> np.ndarray:
 
 @pytest.mark.parametrize(("category", "index"), [("low_contrast", 12), ("moire", 4), ("low_light", 4)])
 def test_glance_reads_codes_the_full_frame_pass_misses(category, index):
-    """Frames the full-frame zxing pass cannot read: the local-threshold glance reads them."""
+    """Frames neither full-frame zxing pass can read: the local-threshold glance reads them."""
     frame = make_code_frame(category, SIZE, np.random.default_rng([7, index]), index=index)
     assert _primary().decode(frame.image) == []
+    assert _midgray().decode(frame.image) == []
     decoder = LayeredDecoder(_primary(), max_second_pass_per_s=0, clock=StepClock())
     assert [r.raw for r in decoder.decode(frame.image)] == [frame.expected]
-    assert (decoder.primary_hits, decoder.glance_hits, decoder.second_passes) == (0, 1, 0)
+    assert (decoder.midgray_hits, decoder.primary_hits, decoder.glance_hits, decoder.second_passes) == (
+        0,
+        0,
+        1,
+        0,
+    )
+
+
+@pytest.mark.parametrize("category", ["clean", "small", "rotation"])
+def test_normally_exposed_codes_need_no_local_pass(category):
+    """The mid-gray split reads normally exposed codes, card-size ones included; LocalAverage never runs."""
+    decoder = make_decoder("layered")
+    frames = _frames(category, 10)
+    hits = sum(any(r.raw == f.expected for r in decoder.decode(f.image)) for f in frames)
+    assert hits == 10
+    assert (decoder.midgray_hits, decoder.primary_runs) == (10, 0)
+
+
+def test_local_pass_reads_card_codes_the_midgray_split_cannot_see():
+    """Under- and over-exposed cards and cards in shadow: the gated LocalAverage pass reads them."""
+    frames = list(exposure_frames(SIZE, 9, seed=3))
+    assert {f.category for f in frames} == {"under", "over", "shade"}
+    assert not any(_midgray().decode(f.image) for f in frames)
+    decoder = make_decoder("layered")
+    for frame in frames:
+        assert [r.raw for r in decoder.decode(frame.image)] == [frame.expected]
+    assert decoder.primary_runs == decoder.primary_hits == 9
+
+
+class CountingPrimary:
+    """A local pass that finds nothing and counts how often it was asked."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def decode_and_locate(self, gray):
+        self.calls += 1
+        return [], []
+
+    def decode(self, gray):
+        return self.decode_and_locate(gray)[0]
+
+
+def _patch(dark: int, light: int, side: int, cell: int = 4) -> np.ndarray:
+    """A mid-gray frame with a ``side``-pixel checkerboard of ``dark``/``light`` cells in it."""
+    frame = np.full((720, 1280), 128, np.uint8)
+    yy, xx = np.mgrid[0:side, 0:side]
+    frame[300 : 300 + side, 500 : 500 + side] = np.where((yy // cell + xx // cell) % 2 == 0, dark, light)
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("frame", "runs"),
+    [
+        (np.full((720, 1280), 128, np.uint8), 0),  # flat
+        (_patch(20, 235, 160), 0),  # textured across mid-gray: the split sees it
+        (_patch(20, 90, 160), 1),  # textured, all dark (a card in shadow)
+        (_patch(165, 250, 160), 1),  # textured, all light (over-exposed)
+        (_patch(20, 90, 24), 0),  # too small to be a code (the smallest is 40 px at 2 px a module)
+    ],
+    ids=["flat", "across-mid-gray", "dark-patch", "light-patch", "tiny-dark-patch"],
+)
+def test_local_pass_runs_only_where_a_textured_patch_sits_on_one_side_of_mid_gray(frame, runs):
+    primary = CountingPrimary()
+    decoder = LayeredDecoder(primary, glance=False, clock=StepClock())
+    assert decoder.decode(frame) == []
+    assert primary.calls == decoder.primary_runs == runs
+
+
+def test_buffers_follow_the_frame_size():
+    """Buffers kept between frames are remade when the size changes; results do not depend on history."""
+    big = [make_code_frame("inverted", SIZE, np.random.default_rng([5, i]), index=i) for i in range(2)]
+    small = [
+        make_code_frame("low_contrast", (640, 480), np.random.default_rng([5, i]), index=i) for i in range(2)
+    ]
+    shared = make_decoder("layered")
+    for frame in [big[0], small[0], big[1], small[1], big[0]]:
+        assert shared.decode(frame.image) == make_decoder("layered").decode(frame.image)
 
 
 def test_glance_reads_an_inverted_code_although_the_full_frame_pass_does_not_search_for_one():
