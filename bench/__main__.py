@@ -1,10 +1,11 @@
-"""``python -m bench [ingest|backlog|all|scanner|scan-latency|web]``: benchmarks, JSON results, tables.
+"""``python -m bench [ingest|backlog|all|scanner|scan-latency|web|tracing]``: benchmarks, JSON, tables.
 
 Progress goes to stderr, tables to stdout. PostgreSQL is used when reachable at ``--pg-url``
 (default ``$ANTOAN_BENCH_PG_URL``, else ``$ANTOAN_TEST_PG_URL``, else postgres@127.0.0.1:5432/test);
 each run creates and drops a database ``antoan_bench_<hex>`` there. ``scanner`` (QR decoding on
 synthetic camera frames) and ``scan-latency`` (decode → verdict → durable write on the kiosk) need no
-database and are not part of ``all``.
+database and are not part of ``all``; neither is ``tracing`` (F1/F2 latency and the presence purge on
+``--visits`` generated check-ins: minutes at the default million, most of an hour at ten million).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from bench import backlog, ingest, scan_latency, scanner, web
+from bench import backlog, ingest, scan_latency, scanner, tracing, web
 from bench.common import DEFAULT_PG_ADMIN_URL, RESULTS_DIR, machine_info, pg_reachable, progress, utc_now_iso
 from bench.common import write_result as _write
 
@@ -29,7 +30,9 @@ def _default_pg_url() -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument(
-    "which", type=click.Choice(["ingest", "backlog", "all", "scanner", "scan-latency", "web"]), default="all"
+    "which",
+    type=click.Choice(["ingest", "backlog", "all", "scanner", "scan-latency", "web", "tracing"]),
+    default="all",
 )
 @click.option(
     "--quick", is_flag=True, help="Small counts and one repeat (10,000 ingest / 5,000 backlog events)."
@@ -58,6 +61,29 @@ def _default_pg_url() -> str:
     "--clients", type=click.IntRange(1, 64), default=8, show_default=True, help="Web: concurrent clients."
 )
 @click.option("--declarations", type=click.IntRange(1), default=None, help="Web: declarations per run (200).")
+@click.option(
+    "--visits",
+    type=click.IntRange(1000),
+    default=1_000_000,
+    show_default=True,
+    help="Tracing: generated check-ins (a person per 5, a venue per 500, over 30 days).",
+)
+@click.option(
+    "--f0", type=click.IntRange(1, 1000), default=50, show_default=True, help="Tracing: cases (F0)."
+)
+@click.option(
+    "--f2-check",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Tracing: cases whose F2 is checked against the brute force.",
+)
+@click.option(
+    "--retention/--no-retention",
+    default=True,
+    show_default=True,
+    help="Tracing: load the check-in events too and measure the presence purge under ingest.",
+)
 @click.option("--pg-url", default=_default_pg_url, help="PostgreSQL admin URL (SQLAlchemy form).")
 @click.option(
     "--results-dir",
@@ -77,10 +103,15 @@ def main(
     scanner_frames: int | None,
     clients: int,
     declarations: int | None,
+    visits: int,
+    f0: int,
+    f2_check: int,
+    retention: bool,
     pg_url: str,
     results_dir: Path,
 ) -> None:
-    """Benchmarks: hub ingest throughput (bridge vs raw reference), a kiosk's backlog drain, QR scanner."""
+    """Benchmarks: hub ingest throughput (bridge vs raw reference), a kiosk's backlog drain, QR scanner,
+    web, tracing (F1/F2 latency, presence purge)."""
     if which == "scanner":
         _run_scanner(quick, scanner_frames, results_dir)
         return
@@ -97,6 +128,17 @@ def main(
         return
     if which == "scan-latency":
         scan_latency.run(scans=100 if quick else 1000, results_dir=results_dir)
+        return
+    if which == "tracing":
+        _run_tracing(
+            visits=visits,
+            f0=f0,
+            f2_check=f2_check,
+            retention=retention,
+            db_choice=db_choice,
+            pg_url=pg_url,
+            results_dir=results_dir,
+        )
         return
     repeats = repeats or (1 if quick else 3)
     events = events or (10_000 if quick else 100_000)
@@ -154,6 +196,52 @@ def main(
         finish("backlog", result, backlog.render)
     if failed:
         raise click.ClickException("some runs failed; see the JSON results for the counts reached")
+
+
+def _run_tracing(
+    *, visits: int, f0: int, f2_check: int, retention: bool, db_choice: str, pg_url: str, results_dir: Path
+) -> None:
+    """F1/F2 latency and the presence purge on generated check-ins; JSON to tracing.json, tables to stdout."""
+    pg_problem = pg_reachable(pg_url)
+    if db_choice == "postgresql" and pg_problem:
+        raise click.ClickException(f"PostgreSQL not reachable: {pg_problem}")
+    if db_choice == "auto" and pg_problem:
+        progress(f"PostgreSQL not reachable ({pg_problem}); SQLite only")
+    db_kinds = {
+        "sqlite": ["sqlite"],
+        "postgresql": ["postgresql"],
+        "auto": ["sqlite"] + ([] if pg_problem else ["postgresql"]),
+    }[db_choice]
+    started_at, t0 = utc_now_iso(), time.monotonic()
+    machine = machine_info(None if pg_problem else pg_url)
+    result = tracing.run_tracing(
+        db_kinds=db_kinds, visits=visits, f0=f0, pg_admin_url=pg_url, f2_check=f2_check, retention=retention
+    )
+    doc = {
+        "benchmark": "tracing",
+        "invocation": " ".join(["python -m bench", *sys.argv[1:]]),
+        "started_at": started_at,
+        "finished_at": utc_now_iso(),
+        "duration_s": round(time.monotonic() - t0, 1),
+        "machine": {**machine, "load_average_1m_at_end": os.getloadavg()[0]},
+        **result,
+    }
+    path = _write(results_dir, "tracing", doc)
+    progress(f"wrote {path}")
+    click.echo(tracing.render(doc))
+    if not result["agree"]:
+        raise click.ClickException(
+            "tracing engines disagree with their references: " + "; ".join(result["problems"][:5])
+        )
+    failed = [
+        k
+        for k, d in result["databases"].items()
+        if not d["plans_ok"] or not d.get("retention", {"ok": True})["ok"]
+    ]
+    if failed:
+        raise click.ClickException(
+            f"query plans or the purge failed on {', '.join(failed)}; see tracing.json"
+        )
 
 
 def _run_scanner(quick: bool, frames: int | None, results_dir: Path) -> None:

@@ -1,9 +1,17 @@
-"""Data retention: purge old declarations (with their passes and status entries) and old audit entries.
+"""Data retention: purge old declarations (with their passes and status entries), old audit entries and
+old presence data (visits and the check-in/check-out events behind them).
 
 Declarations whose ``created_at`` is older than ``retention.declaration_days`` go, with every pass
 issued for them and those passes' ``pass_status`` rows, unless one of their passes is still valid:
 a valid pass keeps its declaration (and its status entry, so kiosks keep showing a flagged pass in
 yellow or red) until it expires. Audit entries older than ``retention.audit_days`` go.
+
+Presence: visits that ended before ``now - retention.presence_days`` go, and check-in/check-out events
+scanned 12 hours (the longest stay) before that cutoff, so an event never goes while the visit it made
+or closed stays. Due visits are found venue by venue through the covering index
+``(venue_id, arrive_s, depart_s, person_id)`` (a venue's old visits sit together at the start of its
+range), due events through ``(kind, device_time)``, both outside the write transactions; each batch is
+then deleted by primary key in a transaction of its own that checks the cutoff again.
 
 Work is done in batches of ``batch_size`` rows, each in its own short transaction, so a large purge
 never holds the database's write lock for long; a callback hears about every batch. Removing status
@@ -18,18 +26,23 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, delete, exists, func, select
+from sqlalchemy import Connection, Engine, and_, delete, exists, func, select, text
 
 from hub import audit
 from hub.config import RetentionSettings
 from hub.db import to_db_time
-from hub.db.schema import audit_log, declarations, pass_status, passes
+from hub.db.schema import audit_log, declarations, events, pass_status, passes, visits
 from hub.keys import STATUS, bump_list_version
+from hub.tracing_rules import MAX_STAY_S
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 500
 AUDIT_ACTOR = "system:retention"
+#: Venues whose due visits are looked up in one query.
+VENUE_GROUP = 200
+#: The events that carry presence (and personal data: the pass id or the sealed ID card).
+PRESENCE_EVENT_KINDS = ("check_in", "check_out")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,22 +53,26 @@ class PurgeReport:
     passes: int = 0
     pass_status: int = 0
     audit_entries: int = 0
+    visits: int = 0
+    presence_events: int = 0
     batches: int = 0
     status_version_bumped: bool = False
     dry_run: bool = False
     declaration_cutoff: datetime | None = None
     audit_cutoff: datetime | None = None
+    presence_cutoff: datetime | None = None
 
     def as_dict(self) -> dict:
         """The report as plain JSON-ready values (times in ISO 8601)."""
         out = asdict(self)
-        for key in ("declaration_cutoff", "audit_cutoff"):
+        for key in ("declaration_cutoff", "audit_cutoff", "presence_cutoff"):
             if out[key] is not None:
                 out[key] = out[key].isoformat()
         return out
 
 
-#: Called after every batch with the counts so far and what the batch was ("declarations" or "audit").
+#: Called after every batch with the counts so far and what the batch was ("declarations", "audit",
+#: "visits" or "presence_events").
 ProgressCallback = Callable[[str, PurgeReport], None]
 
 
@@ -63,6 +80,11 @@ def cutoffs(settings: RetentionSettings, now: datetime) -> tuple[datetime, datet
     """(declaration cutoff, audit cutoff): rows created before these are due."""
     now = to_db_time(now)
     return now - timedelta(days=settings.declaration_days), now - timedelta(days=settings.audit_days)
+
+
+def presence_cutoff(settings: RetentionSettings, now: datetime) -> datetime:
+    """Visits that ended before this are due (check-in/check-out events: 12 hours before it)."""
+    return to_db_time(now) - timedelta(days=settings.presence_days)
 
 
 def _due_declarations(cutoff: datetime, now: datetime):
@@ -92,7 +114,12 @@ def purge(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     now = to_db_time(now)
     declaration_cutoff, audit_cutoff = cutoffs(settings, now)
-    report = PurgeReport(dry_run=dry_run, declaration_cutoff=declaration_cutoff, audit_cutoff=audit_cutoff)
+    report = PurgeReport(
+        dry_run=dry_run,
+        declaration_cutoff=declaration_cutoff,
+        audit_cutoff=audit_cutoff,
+        presence_cutoff=presence_cutoff(settings, now),
+    )
     if dry_run:
         return _dry_run(engine, report, now)
 
@@ -153,17 +180,118 @@ def purge(
         if len(ids) < batch_size:
             break
 
+    report = _purge_visits(engine, report, batch_size, progress)
+    report = _purge_presence_events(engine, report, batch_size, progress)
+
     with engine.begin() as conn:
         detail = report.as_dict()
         detail.pop("dry_run")
         audit.record(conn, actor=AUDIT_ACTOR, role=None, action="retention_purge", detail=detail, now=now)
     log.info(
-        "retention purge: %d declarations, %d passes, %d status entries, %d audit entries removed",
+        "retention purge: %d declarations, %d passes, %d status entries, %d audit entries, %d visits, "
+        "%d check-in/out events removed",
         report.declarations,
         report.passes,
         report.pass_status,
         report.audit_entries,
+        report.visits,
+        report.presence_events,
     )
+    return report
+
+
+def _cutoff_s(report: PurgeReport) -> int:
+    assert report.presence_cutoff is not None
+    return int(report.presence_cutoff.timestamp())
+
+
+def _event_cutoff(report: PurgeReport) -> datetime:
+    assert report.presence_cutoff is not None
+    return report.presence_cutoff - timedelta(seconds=MAX_STAY_S)
+
+
+#: Every venue with visits, one index seek each (a loose index scan: neither backend skips on its own).
+_VENUES_WITH_VISITS = text(
+    "WITH RECURSIVE v(venue_id) AS ("
+    " SELECT min(venue_id) FROM visits"
+    " UNION ALL"
+    " SELECT (SELECT min(venue_id) FROM visits WHERE venue_id > v.venue_id) FROM v"
+    " WHERE v.venue_id IS NOT NULL"
+    ") SELECT venue_id FROM v WHERE venue_id IS NOT NULL"
+)
+
+
+def _purge_visits(
+    engine: Engine, report: PurgeReport, batch_size: int, progress: ProgressCallback | None
+) -> PurgeReport:
+    cutoff_s = _cutoff_s(report)
+    with engine.connect() as conn:
+        venue_ids = list(conn.execute(_VENUES_WITH_VISITS).scalars())
+    for start in range(0, len(venue_ids), VENUE_GROUP):
+        group = venue_ids[start : start + VENUE_GROUP]
+        # A read of the index only; the write transactions below stay short.
+        with engine.connect() as conn:
+            due = list(
+                conn.execute(
+                    select(visits.c.id).where(
+                        and_(
+                            visits.c.venue_id.in_(group),
+                            visits.c.arrive_s < cutoff_s,
+                            visits.c.depart_s < cutoff_s,
+                        )
+                    )
+                ).scalars()
+            )
+        due.sort()
+        for lo in range(0, len(due), batch_size):
+            ids = due[lo : lo + batch_size]
+            with engine.begin() as conn:
+                removed = conn.execute(
+                    delete(visits).where(and_(visits.c.id.in_(ids), visits.c.depart_s < cutoff_s))
+                ).rowcount
+            report = replace(report, visits=report.visits + removed, batches=report.batches + 1)
+            if progress is not None:
+                progress("visits", report)
+    return report
+
+
+def _purge_presence_events(
+    engine: Engine, report: PurgeReport, batch_size: int, progress: ProgressCallback | None
+) -> PurgeReport:
+    cutoff = _event_cutoff(report)
+    for kind in PRESENCE_EVENT_KINDS:
+        after = None  # keyset: never walk again over what earlier batches removed
+        while True:
+            due = and_(events.c.kind == kind, events.c.device_time < cutoff)
+            if after is not None:
+                due = and_(due, events.c.device_time >= after)
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(events.c.id, events.c.device_time)
+                    .where(due)
+                    .order_by(events.c.device_time)
+                    .limit(batch_size)
+                ).all()
+            if not rows:
+                break
+            with engine.begin() as conn:
+                removed = conn.execute(
+                    delete(events).where(
+                        and_(
+                            events.c.id.in_([r.id for r in rows]),
+                            events.c.kind == kind,
+                            events.c.device_time < cutoff,
+                        )
+                    )
+                ).rowcount
+            report = replace(
+                report, presence_events=report.presence_events + removed, batches=report.batches + 1
+            )
+            if progress is not None:
+                progress("presence_events", report)
+            if len(rows) < batch_size:
+                break
+            after = rows[-1].device_time
     return report
 
 
@@ -176,12 +304,21 @@ def _dry_run(engine: Engine, report: PurgeReport, now: datetime) -> PurgeReport:
         n_passes = _count(conn, due_passes)
         n_status = _count(conn, select(pass_status.c.pass_id).where(pass_status.c.pass_id.in_(due_passes)))
         n_audit = _count(conn, select(audit_log.c.id).where(audit_log.c.at < report.audit_cutoff))
+        n_visits = _count(conn, select(visits.c.id).where(visits.c.depart_s < _cutoff_s(report)))
+        n_events = _count(
+            conn,
+            select(events.c.id).where(
+                and_(events.c.kind.in_(PRESENCE_EVENT_KINDS), events.c.device_time < _event_cutoff(report))
+            ),
+        )
     return replace(
         report,
         declarations=n_declarations,
         passes=n_passes,
         pass_status=n_status,
         audit_entries=n_audit,
+        visits=n_visits,
+        presence_events=n_events,
         status_version_bumped=False,
     )
 

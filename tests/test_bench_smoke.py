@@ -106,3 +106,52 @@ def test_web_bench_tiny_run_stores_every_declaration_once():
     assert {c["worker_class"] for c in result["databases"]["sqlite"]["configs"]} == {"sync", "gthread"}
     assert set(result["passes"]) == {"ES256", "EdDSA"}
     assert all(p["sign_per_s"] > 0 and p["verify_per_s"] > 0 for p in result["passes"].values())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_tracing_bench_tiny_run_agrees_with_its_references(tmp_path):
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "tracing",
+            "--visits",
+            "3000",
+            "--f0",
+            "6",
+            "--f2-check",
+            "3",
+            "--db",
+            "auto",
+            "--results-dir",
+            str(results),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((results / "tracing.json").read_text())
+    assert doc["agree"] and doc["problems"] == []
+    assert doc["data"]["visits"] == 3000
+    assert "sqlite" in doc["databases"]
+    for db_kind, d in doc["databases"].items():
+        assert d["load"]["visits"] == 3000, db_kind
+        assert d["plans_ok"], (db_kind, d["plans"])
+        for f1 in d["f1"]:
+            assert f1["find_f1_ms"]["n"] == 6 * f1["rounds"], (db_kind, f1)
+        assert d["f2"]["agree"] and d["f2"]["brute_force_checked_cases"] == 3, db_kind
+        purge = d["retention"]
+        assert purge["ok"] and purge["due_visits_left"] == 0, (db_kind, purge)
+        assert purge["removed"]["visits"] == purge["due"]["visits"] > 0, (db_kind, purge)
+        assert purge["commit_alone"]["commits"] > 0 and purge["commit_while_purging"]["commits"] > 0
+    # SQLite is measured without statistics and after ANALYZE.
+    assert [f1["label"] for f1 in doc["databases"]["sqlite"]["f1"]] == [
+        "sqlite, no ANALYZE",
+        "sqlite, after ANALYZE",
+    ]

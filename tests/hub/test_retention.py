@@ -1,4 +1,5 @@
-"""Data retention: old declarations, their passes and status entries, and old audit entries are purged."""
+"""Data retention: old declarations, their passes and status entries, old audit entries and old presence
+data (visits, check-in and check-out events) are purged."""
 
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ from sqlalchemy import func, insert, select
 from hub import audit
 from hub.__main__ import main
 from hub.config import PassSettings, RetentionSettings
-from hub.db.schema import audit_log, declarations, pass_status, passes
+from hub.db import from_db_time
+from hub.db.schema import audit_log, declarations, events, pass_status, passes, persons, visits
+from hub.db.store import HubStore
 from hub.keys import STATUS, KeyRing, list_version
 from hub.passes import issue_pass, set_status
 from hub.retention import purge, scheduled_purge
+from tests.hub.tracing_helpers import minutes, pass_subject, place_kiosk, scan
 
 NOW = datetime(2021, 9, 1, 12, 0, tzinfo=UTC)
 SETTINGS = RetentionSettings(declaration_days=60, audit_days=365)
+PRESENCE_SETTINGS = RetentionSettings(presence_days=30)
 PASS_SETTINGS = PassSettings(validity_days=14)
 
 
@@ -183,3 +188,120 @@ def test_cli_purge_dry_run_then_real(hub_engine, keyring, db_url, monkeypatch):
 def _status_version(engine) -> int:
     with engine.connect() as conn:
         return list_version(conn, STATUS)
+
+
+# ------------------------------------------------------------------------------- presence data
+
+
+def _presence(engine) -> tuple[set[tuple[str, int, int]], list[tuple[str, datetime]]]:
+    """(venue, arrive, depart) of every visit; (kind, device time) of every event, in time order."""
+    with engine.connect() as conn:
+        spans = {
+            (v, int(a), int(d))
+            for v, a, d in conn.execute(select(visits.c.venue_id, visits.c.arrive_s, visits.c.depart_s))
+        }
+        scans = [
+            (kind, from_db_time(at))
+            for kind, at in conn.execute(
+                select(events.c.kind, events.c.device_time).order_by(events.c.device_time, events.c.id)
+            )
+        ]
+    return spans, scans
+
+
+def _fill_presence(engine) -> dict:
+    """Check-ins at two venues: old visits (purged), one that ended just after the cutoff, recent ones."""
+    place_kiosk(engine, "kiosk-cho", "cho-a", "market")
+    place_kiosk(engine, "kiosk-quan", "quan-b", "restaurant")
+    cutoff = NOW - timedelta(days=PRESENCE_SETTINGS.presence_days)
+    people = [pass_subject(f"P{i:04d}") for i in range(6)]
+    old = cutoff - timedelta(days=3)
+    rows = [
+        # Six old visits (three of them closed by a check-out), at both venues.
+        *(scan("kiosk-cho" if i % 2 else "kiosk-quan", people[i], old + minutes(10 * i)) for i in range(6)),
+        *(
+            scan("kiosk-cho" if i % 2 else "kiosk-quan", people[i], old + minutes(10 * i + 30), out=True)
+            for i in range(3)
+        ),
+        # Entered 20 minutes before the cutoff, left 40 minutes after: the visit stays, and so do its scans.
+        scan("kiosk-cho", people[0], cutoff - minutes(20)),
+        scan("kiosk-cho", people[0], cutoff + minutes(40), out=True),
+        # A check-out 2 hours before the cutoff with no check-in (an exit-only visit): the visit ended
+        # before the cutoff and goes; its scan is within the 12 hours kept before it and stays.
+        scan("kiosk-quan", people[1], cutoff - minutes(120), out=True),
+        # Recent visits.
+        scan("kiosk-quan", people[2], NOW - timedelta(days=1)),
+        scan("kiosk-cho", people[3], NOW - timedelta(hours=2)),
+    ]
+    HubStore(engine).commit(events=rows)
+    with engine.begin() as conn:
+        # A checklist is not presence data: it stays whatever its age.
+        conn.execute(
+            insert(events).values(
+                kiosk_id="kiosk-cho", epoch="e1", seq=10_000, uuid=str(uuid.uuid4()), kind="checklist",
+                device_time=old, received_at=old, body={"answers": {}},
+            )
+        )  # fmt: skip
+    return {"cutoff": cutoff, "old": old}
+
+
+def test_presence_purge_removes_visits_and_scans_past_the_cutoff_in_batches(hub_engine):
+    fill = _fill_presence(hub_engine)
+    cutoff_s = int(fill["cutoff"].timestamp())
+    spans_before, scans_before = _presence(hub_engine)
+    assert len(spans_before) == 10
+    seen: list[str] = []
+    report = purge(
+        hub_engine, PRESENCE_SETTINGS, NOW, batch_size=2, progress=lambda part, r: seen.append(part)
+    )
+
+    spans, scans = _presence(hub_engine)
+    assert spans == {s for s in spans_before if s[2] >= cutoff_s}
+    assert len(spans) == 3  # the one across the cutoff and the two recent ones
+    event_cutoff = fill["cutoff"] - timedelta(hours=12)
+    assert scans == [s for s in scans_before if s[0] == "checklist" or s[1] >= event_cutoff]
+    assert ("checklist", fill["old"]) in scans
+    # Seven visits ended before the cutoff; nine old check-in/out scans were made 12 h before it.
+    assert (report.visits, report.presence_events) == (7, 9)
+    assert report.presence_cutoff == fill["cutoff"]
+    # Visits in batches of two (the venues' due rows: 4 at quan-b, 3 at cho-a), then the scans by kind
+    # (6 check-ins, 3 check-outs).
+    assert seen == ["visits"] * 4 + ["presence_events"] * 5
+    assert purge(hub_engine, PRESENCE_SETTINGS, NOW).visits == 0
+    with hub_engine.connect() as conn:
+        detail = (
+            conn.execute(select(audit_log.c.detail).where(audit_log.c.action == "retention_purge"))
+            .scalars()
+            .first()
+        )
+    assert (detail["visits"], detail["presence_events"]) == (7, 9)
+
+
+def test_presence_purge_dry_run_counts_the_same_and_deletes_nothing(hub_engine):
+    _fill_presence(hub_engine)
+    before = _presence(hub_engine)
+    dry = purge(hub_engine, PRESENCE_SETTINGS, NOW, dry_run=True)
+    assert (dry.visits, dry.presence_events) == (7, 9)
+    assert _presence(hub_engine) == before
+    real = purge(hub_engine, PRESENCE_SETTINGS, NOW)
+    assert (real.visits, real.presence_events) == (7, 9)
+
+
+def test_tracing_still_finds_contacts_within_the_retention_after_a_purge(hub_engine):
+    from hub.tracing import find_f1
+    from hub.tracing_rules import TracingRules
+
+    _fill_presence(hub_engine)
+    purge(hub_engine, PRESENCE_SETTINGS, NOW)
+    place_kiosk(hub_engine, "kiosk-sieu-thi", "sieu-thi", "market")
+    f0, f1 = pass_subject("F0-0001"), pass_subject("F1-0001")
+    at = NOW - timedelta(days=3)
+    HubStore(hub_engine).commit(
+        events=[scan("kiosk-sieu-thi", f0, at), scan("kiosk-sieu-thi", f1, at + minutes(10))]
+    )
+    with hub_engine.connect() as conn:
+        f0_id = conn.execute(select(persons.c.id).where(persons.c.person_key == "pass:F0-0001")).scalar_one()
+        _, contacts = find_f1(
+            conn, f0_id, int((NOW - timedelta(days=14)).timestamp()), int(NOW.timestamp()), TracingRules()
+        )
+    assert len(contacts) == 1
