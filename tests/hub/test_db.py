@@ -70,13 +70,13 @@ class FakeClock:
 # --- migrations -------------------------------------------------------------------------------------
 
 
-def test_migrate_is_idempotent(db_url):
-    engine = make_engine(db_url)
+def test_migrate_is_idempotent(empty_db_url):
+    engine = make_engine(empty_db_url)
     try:
         assert current_revision(engine) is None
         migrate(engine)
         migrate(engine)
-        assert current_revision(engine) == head_revision() == "0003"
+        assert current_revision(engine) == head_revision() == "0004"
         assert {"events", "dead_letters", "kiosks"} <= set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
@@ -93,8 +93,8 @@ def test_events_unique_constraint_has_its_fixed_name(hub_engine):
     assert "uq_events_kiosk_epoch_seq" in names
 
 
-def test_migrate_runs_concurrently_from_two_threads(db_url):
-    engines = [make_engine(db_url) for _ in range(2)]
+def test_migrate_runs_concurrently_from_two_threads(empty_db_url):
+    engines = [make_engine(empty_db_url) for _ in range(2)]
     barrier = threading.Barrier(len(engines))
     errors: list[BaseException] = []
 
@@ -119,10 +119,10 @@ def test_migrate_runs_concurrently_from_two_threads(db_url):
             engine.dispose()
 
 
-def test_migrate_runs_concurrently_from_two_processes(db_url, tmp_path):
+def test_migrate_runs_concurrently_from_two_processes(empty_db_url, tmp_path):
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ANTOAN_HUB")},
-        "ANTOAN_HUB__DATABASE__URL": db_url,
+        "ANTOAN_HUB__DATABASE__URL": empty_db_url,
         "PYTHONPATH": str(REPO_ROOT),
     }
     procs = [
@@ -139,7 +139,7 @@ def test_migrate_runs_concurrently_from_two_processes(db_url, tmp_path):
     outputs = [proc.communicate(timeout=120) for proc in procs]
     for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
-        assert "revision 0003" in out
+        assert "revision 0004" in out
 
 
 def test_sqlite_connections_use_wal_full_sync_and_foreign_keys(tmp_path):
