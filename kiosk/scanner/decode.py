@@ -40,7 +40,7 @@ per resolution (issue 3). Counts below are code frames decoded at 1280x720, 0 wr
   every empty frame: clutter is texture); ``try_invert`` on a full-frame pass instead of the glance's
   light-on-dark pass; QR Model 2 alone instead of the QR family (1 %); an ``ImageView`` instead of the
   numpy array (2 %); ``cv2.setNumThreads(1)`` and glibc malloc thresholds (no difference beyond the
-  noise). zxing-cpp holds the GIL, so its passes cannot run side by side on two cores. Buffers kept
+  noise). Buffers kept
   between frames do matter: a fresh full-size array per step costs page faults on every frame (the
   full-resolution threshold pipeline above took 2-3 times as long with them).
 
@@ -58,6 +58,7 @@ binarizations and searches 0.41, the blindness test about 0.2.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -245,6 +246,11 @@ class LayeredDecoder:
        may be too small for the glance. The test looks at 2×2-pixel blocks (8×8 at 1280x720, zxing's
        block size) of a quarter copy: contrast above ``gate_range`` and min/max both above
        ``127 - gate_offset`` or both below ``127 + gate_offset``.
+    With ``parallel`` (the default), the glance and the blindness test of 3 run on a helper thread while
+    the mid-gray pass runs on the caller's: zxing-cpp (3.x) and OpenCV release the GIL, so on an empty
+    frame the two take about the time of the longer one instead of their sum. When the mid-gray pass
+    decodes, the glance's answer is not needed: decode returns at once and the next call waits for the
+    helper first (its buffers are reused).
     4. When a symbol was located (by 1, 2 or 3) but not decoded, and ``second_pass`` is on: a closer look
        at that region of the full frame — crop with a quiet-zone margin, upscale ×2 (cubic), stretch the
        contrast, sharpen, smooth or band-pass, decode again. At most ``max_second_pass_per_s`` closer
@@ -272,8 +278,11 @@ class LayeredDecoder:
         gate_range: int = 12,
         gate_offset: int = 10,
         gate_blocks: int = 5,
+        parallel: bool = True,
     ) -> None:
         self.primary = primary
+        self.parallel = parallel
+        self._helper: _Helper | None = None
         self.midgray = midgray
         self.second_pass = second_pass
         self.max_second_pass_per_s = max_second_pass_per_s
@@ -306,8 +315,14 @@ class LayeredDecoder:
 
     def decode(self, gray: np.ndarray) -> list[Decoded]:
         image = _as_gray(gray)
+        helper = self._helper
+        if helper is not None:
+            helper.wait()  # the look around of the last frame, if its answer was not needed
         if image is None:
             return []
+        if self.parallel:
+            helper = self._helper = helper or _Helper()
+            helper.submit(lambda: self._look_around(image))
         if self.midgray:
             decoded, located = self._midgray.decode_and_locate(image)
             if decoded:
@@ -318,14 +333,12 @@ class LayeredDecoder:
             if decoded:
                 self.primary_hits += 1
                 return decoded
-        small, factor = self._small(image)
-        if self.glance:
-            found, more = self._glance(small, factor)
-            if found:
-                self.glance_hits += 1
-                return found
-            located = located + more
-        if self.midgray and self._midgray_blind(small):
+        found, more, blind = helper.wait() if self.parallel else self._look_around(image)
+        if found:
+            self.glance_hits += 1
+            return found
+        located = located + more
+        if blind:
             self.primary_runs += 1
             decoded, more = self._run_primary(image)
             if decoded:
@@ -344,6 +357,19 @@ class LayeredDecoder:
                 self.second_pass_hits += 1
                 return found
         return []
+
+    def _look_around(self, image: np.ndarray) -> tuple[list[Decoded], list[Quad], bool]:
+        """The glance (codes found, symbols located) and whether the mid-gray split is blind here."""
+        small, factor = self._small(image)
+        found, located = self._glance(small, factor) if self.glance else ([], [])
+        blind = not found and self.midgray and self._midgray_blind(small)
+        return found, located, blind
+
+    def close(self) -> None:
+        """Stop the helper thread (a later decode starts a new one)."""
+        helper, self._helper = self._helper, None
+        if helper is not None:
+            helper.close()
 
     def _run_primary(self, image: np.ndarray) -> tuple[list[Decoded], list[Quad]]:
         locate = getattr(self.primary, "decode_and_locate", None)
@@ -464,6 +490,57 @@ class LayeredDecoder:
             if found:
                 return [_shift(d, left, top, scale) for d in found]
         return []
+
+
+class _Helper:
+    """One daemon thread that runs the job handed to it; the caller collects the answer with
+    :meth:`wait` (which re-raises the job's exception). One job at a time."""
+
+    def __init__(self) -> None:
+        self._go = threading.Semaphore(0)
+        self._done = threading.Semaphore(0)
+        self._job: Callable[[], object] | None = None
+        self._answer: object = None
+        self._error: BaseException | None = None
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="decode-helper", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[[], object]) -> None:
+        if self._busy:
+            raise RuntimeError("the helper is still busy with the last job")
+        self._job, self._busy = job, True
+        self._go.release()
+
+    def wait(self):
+        """The answer of the job submitted last (None when none is pending)."""
+        if not self._busy:
+            return None
+        self._done.acquire()
+        self._busy = False
+        error, answer = self._error, self._answer
+        self._error = self._answer = None
+        if error is not None:
+            raise error
+        return answer
+
+    def close(self) -> None:
+        self.wait()
+        self._job = None
+        self._go.release()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while True:
+            self._go.acquire()
+            job = self._job
+            if job is None:
+                return
+            try:
+                self._answer = job()
+            except BaseException as exc:  # handed to the caller by wait()
+                self._error = exc
+            self._done.release()
 
 
 def _band_pass(gray: np.ndarray, sigma_low: float, gain: float) -> np.ndarray:

@@ -88,6 +88,9 @@ class ScanLoop:
         for thread in self._threads:
             thread.join(timeout_s)
         self._source.close()
+        close = getattr(self._decoder, "close", None)  # the layered decoder's helper thread
+        if close is not None:
+            close()
 
     def wait_idle(self, timeout_s: float) -> bool:
         """After the source finished: wait until the last frame was decoded (for replays and tests)."""

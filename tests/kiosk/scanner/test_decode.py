@@ -350,3 +350,53 @@ def test_closer_look_is_rate_limited_on_a_stream_of_undecodable_code_like_frames
     assert decoder.second_passes == 5
     assert decoder.second_pass_skipped == 25
     assert decoder.second_pass_hits == 0
+
+
+def _stages(decoder: LayeredDecoder) -> tuple[int, ...]:
+    return (
+        decoder.midgray_hits,
+        decoder.glance_hits,
+        decoder.glance_inverted_hits,
+        decoder.primary_runs,
+        decoder.primary_hits,
+        decoder.second_passes,
+        decoder.second_pass_hits,
+    )
+
+
+def test_the_helper_thread_changes_no_answer_and_no_stage():
+    """The glance on a helper thread (the default) reads exactly what the same decoder reads on one
+    thread, frame by frame, through the same stages: code frames of every kind, empty and dark ones."""
+    frames = [f.image for f in code_frames((640, 480), 60, seed=11)]
+    frames += [f.image for f in empty_frames((640, 480), 10, seed=11)]
+    frames += [f.image for f in exposure_frames((640, 480), 10, seed=11)]
+    alone = LayeredDecoder(_primary(), parallel=False, clock=StepClock())
+    helped = LayeredDecoder(_primary(), clock=StepClock())
+    try:
+        for image in frames:
+            assert [d.raw for d in helped.decode(image)] == [d.raw for d in alone.decode(image)]
+        assert _stages(helped) == _stages(alone)
+        assert helped.midgray_hits and helped.glance_hits and helped.primary_runs
+    finally:
+        helped.close()
+
+
+def test_an_error_on_the_helper_thread_reaches_the_caller_and_the_decoder_goes_on():
+    decoder = LayeredDecoder(_primary(), clock=StepClock())
+    empty = next(iter(empty_frames((640, 480), 1, seed=3))).image
+    glance = decoder._glance
+
+    def broken(small, factor):
+        raise ValueError("glance failed")
+
+    decoder._glance = broken
+    with pytest.raises(ValueError, match="glance failed"):
+        decoder.decode(empty)
+    decoder._glance = glance
+    assert decoder.decode(empty) == []
+    payload = b"AT1:" + b"5" * 30
+    (found,) = decoder.decode(_render(payload))
+    assert found.raw == payload
+    decoder.close()
+    assert decoder.decode(_render(payload))[0].raw == payload  # a decode after close starts a helper again
+    decoder.close()
