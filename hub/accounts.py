@@ -18,7 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from hub.db import from_db_time
+from hub.db import from_db_time, writing
 from hub.db.schema import api_tokens, users
 
 #: argon2id with the library's RFC 9106 "low memory" profile (64 MiB, 3 passes): fits a Pi-class hub.
@@ -145,25 +145,37 @@ def list_users(conn: Connection) -> list[User]:
 
 
 def authenticate(engine: Engine, username: str, password: str) -> User | None:
-    """The active user with this username and password, or None. Equal cost for unknown usernames."""
-    with engine.begin() as conn:
-        try:
-            name = normalise_username(username)
-        except AccountError:
-            name = None
-        row = conn.execute(select(users).where(users.c.username == name)).first() if name else None
-        stored = row.password_hash if row is not None else _DUMMY_HASH
-        try:
-            _HASHER.verify(stored, password or "")
-        except (VerificationError, InvalidHashError):
-            return None
-        if row is None or not row.active:
-            return None
-        values: dict = {"last_login_at": _now()}
-        if _HASHER.check_needs_rehash(stored):
-            values["password_hash"] = _HASHER.hash(password)
-        conn.execute(update(users).where(users.c.id == row.id).values(values))
-        return get_user(conn, row.id)
+    """The active user with this username and password, or None. Equal cost for unknown usernames.
+
+    The hash is checked outside any transaction (argon2 takes a while by design), and the login is
+    recorded in a write transaction of its own that also checks the password and the account did not
+    change meanwhile (a deferred read-then-write transaction on SQLite fails at once when another
+    connection commits in between: see :func:`hub.db.writing`)."""
+    try:
+        name = normalise_username(username)
+    except AccountError:
+        name = None
+    row = None
+    if name:
+        with engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.username == name)).first()
+    stored = row.password_hash if row is not None else _DUMMY_HASH
+    try:
+        _HASHER.verify(stored, password or "")
+    except (VerificationError, InvalidHashError):
+        return None
+    if row is None or not row.active:
+        return None
+    values: dict = {"last_login_at": _now()}
+    if _HASHER.check_needs_rehash(stored):
+        values["password_hash"] = _HASHER.hash(password)
+    with writing(engine).begin() as conn:
+        recorded = conn.execute(
+            update(users)
+            .where(users.c.id == row.id, users.c.password_hash == stored, users.c.active.is_(True))
+            .values(values)
+        ).rowcount
+        return get_user(conn, row.id) if recorded else None
 
 
 def set_password(conn: Connection, user_id: int, password: str) -> None:

@@ -11,6 +11,23 @@ from tests.db_fixtures import *  # noqa: F403  (db_url, hub_engine, hub_store)
 from tests.tls_fixtures import identities, pki, secure_broker  # noqa: F401  (fixtures)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_password_hashes():
+    """argon2id at its lowest cost for the whole session: the production profile (64 MiB, 3 passes) is
+    meant to be slow, and the tests create and log in staff hundreds of times (it took two minutes of
+    tests/hub). The hashes are still real argon2id, verified by the same code; processes the tests
+    start (the demo, gunicorn) keep the production profile."""
+    from argon2 import PasswordHasher
+
+    import hub.accounts as accounts
+
+    saved = accounts._HASHER, accounts._DUMMY_HASH
+    accounts._HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    accounts._DUMMY_HASH = accounts._HASHER.hash("not a password")
+    yield
+    accounts._HASHER, accounts._DUMMY_HASH = saved
+
+
 # A plain broker (no TLS, anonymous) is kept for tests of hub parts that are not about the broker's
 # security and that still connect without certificates: tests/hub/test_downlink.py (the retained list
 # publisher). Every integration and provisioning test runs the secured broker (`secure_broker`,
