@@ -11,7 +11,9 @@ scanned 12 hours (the longest stay) before that cutoff, so an event never goes w
 or closed stays. Due visits are found venue by venue through the covering index
 ``(venue_id, arrive_s, depart_s, person_id)`` (a venue's old visits sit together at the start of its
 range), due events through ``(kind, device_time)``, both outside the write transactions; each batch is
-then deleted by primary key in a transaction of its own that checks the cutoff again.
+then deleted by primary key in a transaction of its own that checks the cutoff again. The bridge's
+scheduled purge also rests after each of these batches as long as the batch took, so an ingest running
+beside it keeps most of the database and the CPUs.
 
 Work is done in batches of ``batch_size`` rows, each in its own short transaction, so a large purge
 never holds the database's write lock for long; a callback hears about every batch. Removing status
@@ -22,6 +24,7 @@ The purge records itself in the audit log.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 500
 AUDIT_ACTOR = "system:retention"
+#: The bridge's scheduled purge rests as long as each batch took (half the pace, for the ingest beside it).
+SCHEDULED_REST = 1.0
 #: Venues whose due visits are looked up in one query.
 VENUE_GROUP = 200
 #: The events that carry presence (and personal data: the pass id or the sealed ID card).
@@ -105,13 +110,19 @@ def purge(
     dry_run: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressCallback | None = None,
+    rest: float = 0.0,
 ) -> PurgeReport:
     """Remove what ``settings`` says is past retention at ``now``; return the counts.
 
     With ``dry_run`` nothing is deleted and the counts are what a real purge would remove now.
+    ``rest``: after each batch of presence data, pause for this many times the batch's own duration,
+    leaving the database and the CPUs to a concurrent ingest (the bridge purges with
+    :data:`SCHEDULED_REST`; 0 purges at full speed).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if rest < 0:
+        raise ValueError(f"rest must be 0 or more, got {rest}")
     now = to_db_time(now)
     declaration_cutoff, audit_cutoff = cutoffs(settings, now)
     report = PurgeReport(
@@ -180,8 +191,9 @@ def purge(
         if len(ids) < batch_size:
             break
 
-    report = _purge_visits(engine, report, batch_size, progress)
-    report = _purge_presence_events(engine, report, batch_size, progress)
+    pace = _Pace(rest)
+    report = _purge_visits(engine, report, batch_size, progress, pace)
+    report = _purge_presence_events(engine, report, batch_size, progress, pace)
 
     with engine.begin() as conn:
         detail = report.as_dict()
@@ -221,8 +233,23 @@ _VENUES_WITH_VISITS = text(
 )
 
 
+class _Pace:
+    """Times each batch and rests ``rest`` times as long after it."""
+
+    def __init__(self, rest: float):
+        self._rest = rest
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.monotonic()
+
+    def __exit__(self, *exc) -> None:
+        if self._rest > 0 and exc[0] is None:
+            time.sleep(self._rest * (time.monotonic() - self._started))
+
+
 def _purge_visits(
-    engine: Engine, report: PurgeReport, batch_size: int, progress: ProgressCallback | None
+    engine: Engine, report: PurgeReport, batch_size: int, progress: ProgressCallback | None, pace: _Pace
 ) -> PurgeReport:
     cutoff_s = _cutoff_s(report)
     with engine.connect() as conn:
@@ -230,7 +257,7 @@ def _purge_visits(
     for start in range(0, len(venue_ids), VENUE_GROUP):
         group = venue_ids[start : start + VENUE_GROUP]
         # A read of the index only; the write transactions below stay short.
-        with engine.connect() as conn:
+        with pace, engine.connect() as conn:
             due = list(
                 conn.execute(
                     select(visits.c.id).where(
@@ -245,7 +272,7 @@ def _purge_visits(
         due.sort()
         for lo in range(0, len(due), batch_size):
             ids = due[lo : lo + batch_size]
-            with engine.begin() as conn:
+            with pace, engine.begin() as conn:
                 removed = conn.execute(
                     delete(visits).where(and_(visits.c.id.in_(ids), visits.c.depart_s < cutoff_s))
                 ).rowcount
@@ -256,7 +283,7 @@ def _purge_visits(
 
 
 def _purge_presence_events(
-    engine: Engine, report: PurgeReport, batch_size: int, progress: ProgressCallback | None
+    engine: Engine, report: PurgeReport, batch_size: int, progress: ProgressCallback | None, pace: _Pace
 ) -> PurgeReport:
     cutoff = _event_cutoff(report)
     for kind in PRESENCE_EVENT_KINDS:
@@ -265,7 +292,7 @@ def _purge_presence_events(
             due = and_(events.c.kind == kind, events.c.device_time < cutoff)
             if after is not None:
                 due = and_(due, events.c.device_time >= after)
-            with engine.connect() as conn:
+            with pace, engine.connect() as conn:
                 rows = conn.execute(
                     select(events.c.id, events.c.device_time)
                     .where(due)
@@ -274,7 +301,7 @@ def _purge_presence_events(
                 ).all()
             if not rows:
                 break
-            with engine.begin() as conn:
+            with pace, engine.begin() as conn:
                 removed = conn.execute(
                     delete(events).where(
                         and_(
@@ -334,7 +361,7 @@ def scheduled_purge(
     if settings.purge_interval_s == 0:
         return None
     try:
-        return purge(engine, settings, now or datetime.now(UTC))
+        return purge(engine, settings, now or datetime.now(UTC), rest=SCHEDULED_REST)
     except Exception:
         log.exception("retention purge failed; retrying in %d s", settings.purge_interval_s)
         return None

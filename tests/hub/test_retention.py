@@ -277,6 +277,20 @@ def test_presence_purge_removes_visits_and_scans_past_the_cutoff_in_batches(hub_
     assert (detail["visits"], detail["presence_events"]) == (7, 9)
 
 
+def test_presence_purge_resting_between_batches_removes_the_same(hub_engine):
+    _fill_presence(hub_engine)
+    report = purge(hub_engine, PRESENCE_SETTINGS, NOW, batch_size=2, rest=0.5)
+    assert (report.visits, report.presence_events) == (7, 9)
+    with pytest.raises(ValueError, match="rest"):
+        purge(hub_engine, PRESENCE_SETTINGS, NOW, rest=-1)
+
+
+def test_the_scheduled_purge_removes_presence_data_too(hub_engine):
+    _fill_presence(hub_engine)
+    report = scheduled_purge(hub_engine, PRESENCE_SETTINGS, now=NOW)
+    assert report is not None and (report.visits, report.presence_events) == (7, 9)
+
+
 def test_presence_purge_dry_run_counts_the_same_and_deletes_nothing(hub_engine):
     _fill_presence(hub_engine)
     before = _presence(hub_engine)
