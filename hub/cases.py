@@ -30,8 +30,15 @@ from hub.identity import (
     person_ids,
 )
 from hub.passes import clear_statuses, normalise_pass_id, raise_statuses
-from hub.presence import max_stays_reader
-from hub.tracing import Contact, Source, VisitIndex, f2_sources, find_contacts_in_index, find_f1
+from hub.tracing import (
+    Contact,
+    Source,
+    VisitIndex,
+    f2_sources,
+    find_contacts_in_index,
+    find_f1,
+    find_f1_in_index,
+)
 from hub.tracing_rules import TracingRules
 from protocol import cccd
 
@@ -175,6 +182,21 @@ def _raise_passes(conn, case_id: int, person_degrees: dict[int, int], rules: Tra
     return raise_statuses(conn, changes, now)
 
 
+#: How long a case waits for the in-memory index to finish another refresh before asking the database.
+INDEX_WAIT_S = 1.0
+
+
+def _find_f1(
+    engine: Engine, index: VisitIndex | None, person_id: int, start_s: int, end_s: int, rules: TracingRules
+) -> dict[int, Contact]:
+    """The F1, from the in-memory index when it is built (refreshed first: milliseconds), else from the
+    database's covering index; both give the same answer (tests/hub/test_tracing.py)."""
+    if index is not None and index.current(INDEX_WAIT_S):
+        return find_f1_in_index(index, person_id, start_s, end_s, rules)
+    with engine.connect() as conn:
+        return find_f1(conn, person_id, start_s, end_s, rules)[1]
+
+
 def open_case(
     engine: Engine,
     identity: HubIdentity,
@@ -188,8 +210,12 @@ def open_case(
     note: str | None = None,
     remote_addr: str | None = None,
     now: datetime | None = None,
+    index: VisitIndex | None = None,
 ) -> int:
-    """Open a case for ``subject``, find the F1 and raise their passes' colours; returns the case id."""
+    """Open a case for ``subject``, find the F1 and raise their passes' colours; returns the case id.
+
+    The F1 are found before the write transaction (from ``index`` when given and built), so the
+    database's write lock is held only while the case and its contacts are written."""
     now = now or _now()
     anchors = [d for d in (onset_date, test_date) if d is not None]
     if not anchors:
@@ -197,6 +223,7 @@ def open_case(
     if min(anchors) > now.astimezone(VIETNAM).date():
         raise CaseError("the onset or test date is in the future")
     start_s, end_s = rules.window(day_start_s(min(anchors)), int(now.timestamp()))
+    f1 = _find_f1(engine, index, subject.person_id, start_s, end_s, rules)
     with writing(engine).begin() as conn:
         case_id = conn.execute(
             insert(cases)
@@ -220,7 +247,6 @@ def open_case(
             )
             .returning(cases.c.id)
         ).scalar_one()
-        _, f1 = find_f1(conn, subject.person_id, start_s, end_s, rules)
         _write_contacts(conn, _contact_rows(case_id, f1.values()))
         degrees = {subject.person_id: 0, **{p: 1 for p in f1}}
         changed = _raise_passes(conn, case_id, degrees, rules, now)
@@ -249,20 +275,28 @@ def refresh_case(
     role: str | None,
     remote_addr: str | None = None,
     now: datetime | None = None,
+    index: VisitIndex | None = None,
 ) -> int:
     """Look for F1 again up to now (late kiosks, new check-ins) and queue F2 again; returns new F1.
 
     Contacts already listed keep their status; a dismissed contact stays dismissed and uncoloured.
     """
     now = now or _now()
-    with writing(engine).begin() as conn:
+
+    def open_case_row(conn: Connection):
         case = conn.execute(select(cases).where(cases.c.id == case_id)).first()
         if case is None:
             raise CaseError(f"there is no case {case_id}")
         if case.status != "open":
             raise CaseError(f"case {case_id} is closed")
-        end_s = max(int(case.window_end_s), int(now.timestamp()))
-        _, f1 = find_f1(conn, int(case.person_id), int(case.window_start_s), end_s, rules)
+        return case
+
+    with engine.connect() as conn:
+        case = open_case_row(conn)
+    end_s = max(int(case.window_end_s), int(now.timestamp()))
+    f1 = _find_f1(engine, index, int(case.person_id), int(case.window_start_s), end_s, rules)
+    with writing(engine).begin() as conn:
+        case = open_case_row(conn)  # closed meanwhile?
         known = {
             int(p): (status, degree)
             for p, status, degree in conn.execute(
@@ -375,7 +409,6 @@ def run_f2(
         buffer_s=rules.buffer_s,
         min_exposure_s=rules.f2_min_overlap_s,
         exclude=exclude,
-        max_stays=max_stays_reader(engine),
         progress=lambda share: report(0.9 * share),
     )
     now = clock()
@@ -445,6 +478,11 @@ class TracingJobs:
             self._thread = None
 
     def _run(self) -> None:
+        # Build the index first: from then on new cases take their F1 from it (see _find_f1).
+        try:
+            self.index.refresh()
+        except Exception:  # the jobs below retry the build; the F1 meanwhile come from the database
+            log.exception("the visit index could not be built")
         while True:
             try:
                 case_id = self._queue.get(timeout=self._poll_s)

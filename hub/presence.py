@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, and_, func, select, update
+from sqlalchemy import Connection, and_, func, select, update
 
 from hub.db import dialect_insert, from_db_time
 from hub.db.schema import devices, events, venue_stays, venues, visits
@@ -266,13 +266,3 @@ def max_stays(conn: Connection, venue_ids: Sequence[str]) -> dict[str, int]:
         ).all()
     )
     return {v: int(found.get(v, MAX_STAY_S)) for v in venue_ids}
-
-
-def max_stays_reader(engine: Engine) -> Callable[[Sequence[str]], dict[str, int]]:
-    """:func:`max_stays` on a connection of its own, as :func:`hub.tracing.find_contacts_in_index` wants."""
-
-    def read(venue_ids: Sequence[str]) -> dict[str, int]:
-        with engine.connect() as conn:
-            return max_stays(conn, list(venue_ids))
-
-    return read

@@ -1,12 +1,15 @@
-"""Contact tracing: F1 from the database's covering index, F2 from an in-memory index of presences.
+"""Contact tracing over the database's covering index and over an in-memory index of presences.
 
-F1 (interactive): for each presence of the F0 in the window, one range scan of the covering index
-``(venue, arrive, depart, person)`` from ``arrive - buffer - longest stay at that venue``, all of them
-in one statement; the contact rule is then applied to the rows with numpy.
-F2 (a background job): the F1's presences are many, and the answer can be a large share of the
-population, so it runs over :class:`VisitIndex`, sorted numpy arrays built from the database and kept
-current from ``visits.rev``; every step is vectorised over all the F1's presences at once, and the
-rows of people excluded (the F0 and the F1 themselves) are dropped before pairs are formed.
+:class:`VisitIndex` holds sorted numpy arrays of the presences, built once from the database and kept
+current from ``visits.rev`` (a refresh reads only the changed rows). Every search over it is vectorised
+over all the sources' presences at once, and the rows of people excluded (the F0 and the F1 themselves)
+are dropped before pairs are formed.
+F1 (interactive): :func:`find_f1_in_index` once the index is built (about a millisecond at 10M
+check-ins); before that, and as the reference, :func:`find_f1`: for each presence of the F0 in the
+window one range scan of the covering index ``(venue, arrive, depart, person)`` from ``arrive - buffer -
+longest stay at that venue``, all of them in one statement, the contact rule then applied with numpy.
+F2 (a background job): the F1's presences are many and the answer can be a large share of the
+population, so it always runs over the index (:func:`find_contacts_in_index`).
 Both engines return :class:`Contact` objects built from encounter columns: an :class:`Encounter`
 object is made only when a contact's encounters or reasons are asked for.
 The contact rule itself is in :mod:`hub.tracing_rules`; both engines use it and agree with the
@@ -22,14 +25,14 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sqlalchemy import Connection, Engine, and_, func, select
 
-from hub.db.schema import venue_stays, visits
+from hub.db.schema import visits
 from hub.keys import list_version
-from hub.presence import VISITS_REV
+from hub.presence import VISITS_REV, max_stays
 from hub.tracing_rules import MAX_STAY_S, TracingRules, scan_range
 
 log = logging.getLogger(__name__)
@@ -298,16 +301,6 @@ def presences_of(conn: Connection, person_id: int, start_s: int, end_s: int) -> 
     return [Presence(person_id, v, int(a), int(d)) for v, a, d in rows]
 
 
-def _max_stays(conn: Connection, venue_ids: Iterable[str]) -> dict[str, int]:
-    wanted = sorted(set(venue_ids))
-    found = dict(
-        conn.execute(
-            select(venue_stays.c.venue_id, venue_stays.c.max_stay_s).where(venue_stays.c.venue_id.in_(wanted))
-        ).all()
-    )
-    return {v: int(found.get(v, MAX_STAY_S)) for v in wanted}
-
-
 #: Pairs of presences compared at once by the F2 engine.
 _PAIRS_PER_BLOCK = 1 << 18
 
@@ -361,7 +354,7 @@ def find_f1(
     own = presences_of(conn, person_id, start_s, end_s)
     if not own:
         return own, {}
-    stays = _max_stays(conn, (p.venue_id for p in own))
+    stays = max_stays(conn, sorted({p.venue_id for p in own}))
     buffer_s = rules.buffer_s
     rows = _scan(conn, own, [scan_range(p.arrive_s, p.depart_s, buffer_s, stays[p.venue_id]) for p in own])
     k, other, b1, b2 = rows.T
@@ -389,32 +382,65 @@ _COLUMNS = (
 )
 
 
-class VisitIndex:
-    """Sorted numpy arrays of the presences since ``horizon_s``, refreshed from ``visits.rev``.
+@dataclass(frozen=True, slots=True)
+class _View:
+    """Presences as sorted arrays: rows by (venue code, arrive) in ``key``, and each person's rows
+    through ``by_person`` / ``person_sorted``. ``alive`` (when not None) is False for the rows a newer
+    copy replaced; a view is never changed once made, so a search keeps the one it started with."""
 
-    Rows changed since the last build live in a small overlay; the base copy of a changed row is
-    masked out. When the overlay grows past ``rebuild_after`` rows the arrays are rebuilt.
+    ids: np.ndarray
+    key: np.ndarray
+    depart: np.ndarray
+    person: np.ndarray
+    by_person: np.ndarray
+    person_sorted: np.ndarray
+    alive: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, ids: np.ndarray, key: np.ndarray, depart: np.ndarray, person: np.ndarray) -> _View:
+        order = np.argsort(key, kind="stable")
+        person = person[order]
+        by_person = np.argsort(person, kind="stable")
+        return cls(ids[order], key[order], depart[order], person, by_person, person[by_person])
+
+    @classmethod
+    def empty(cls) -> _View:
+        nothing = np.empty(0, np.int64)
+        return cls(nothing, nothing, nothing, nothing, nothing, nothing)
+
+    def live_rows(self) -> np.ndarray | slice:
+        return slice(None) if self.alive is None else np.flatnonzero(self.alive)
+
+
+class VisitIndex:
+    """Sorted numpy arrays of the presences since ``horizon_s``, kept current from ``visits.rev``.
+
+    Two views: a large ``base`` and a small ``delta`` of the rows added or changed since the base was
+    made. A refresh reads only the rows whose ``rev`` is newer than the last one seen, marks their old
+    copies dead in the base (a copy of its ``alive`` mask) and re-sorts the delta alone, so its cost
+    follows the change, not the index; when the delta grows past ``merge_after`` rows (or a twentieth
+    of the base) the two are merged in memory and presences older than the horizon are dropped.
+    The index also keeps each venue's longest stay among its rows (an upper bound: a stay shortened
+    later keeps the old one until a merge), so a search starts each range at ``arrive - buffer -
+    that stay`` without asking the database.
+    Searches read both views; the state ``(base, delta, stays)`` is replaced as a whole under the lock,
+    so a search sees a consistent one whatever refreshes run meanwhile.
     """
 
-    def __init__(self, engine: Engine, *, horizon_s: Callable[[], int], rebuild_after: int = 200_000):
+    def __init__(self, engine: Engine, *, horizon_s: Callable[[], int], merge_after: int = 200_000):
         self._engine = engine
         self._horizon = horizon_s
-        self._rebuild_after = rebuild_after
+        self._merge_after = merge_after
         self._lock = threading.Lock()
         self._venue_codes: dict[str, int] = {}
         self._venues: list[str] = []
         self.rev = -1
-        self._base_ids = np.empty(0, np.int64)
-        self._empty()
-
-    def _empty(self) -> None:
-        self.key = np.empty(0, np.int64)
-        self.depart = np.empty(0, np.int64)
-        self.person = np.empty(0, np.int64)
-        self.ids = np.empty(0, np.int64)
-        self.by_person = np.empty(0, np.int64)
-        self.person_sorted = np.empty(0, np.int64)
-        self._overlay: dict[int, tuple[int, int, int, int]] = {}
+        self._state: tuple[_View, _View, np.ndarray] = (_View.empty(), _View.empty(), np.empty(0, np.int64))
+        self._size = 0
+        # The base's ids in ascending order and where each sits (to find a changed row's old copy).
+        self._base_id_order = np.empty(0, np.int64)
+        self._base_ids_sorted = np.empty(0, np.int64)
+        self._delta: dict[int, tuple[int, int, int, int]] = {}  # id -> (venue code, person, arrive, depart)
 
     def _code(self, venue_id: str) -> int:
         code = self._venue_codes.get(venue_id)
@@ -433,11 +459,33 @@ class VisitIndex:
 
     @property
     def size(self) -> int:
-        return int(self.key.size)
+        """Presences the index holds (current copies only)."""
+        return self._size
+
+    @property
+    def state(self) -> tuple[_View, _View, np.ndarray]:
+        """(base, delta, longest stay by venue code) as of the last refresh."""
+        return self._state
 
     def refresh(self, progress: Callable[[float], None] | None = None) -> None:
         """Bring the index up to the database's current ``visits`` (a full build the first time)."""
-        with self._lock, self._engine.connect() as conn:
+        with self._lock:
+            self._refresh(progress)
+
+    def current(self, timeout_s: float = 1.0) -> bool:
+        """Refresh an index already built, waiting at most ``timeout_s`` for another refresh to end;
+        True when it is then current. False when it was never built (a first build takes a while at
+        millions of presences: an interactive caller asks the database instead) or stayed busy."""
+        if self.rev < 0 or not self._lock.acquire(timeout=timeout_s):
+            return False
+        try:
+            self._refresh(None)
+            return True
+        finally:
+            self._lock.release()
+
+    def _refresh(self, progress: Callable[[float], None] | None) -> None:
+        with self._engine.connect() as conn:
             current = list_version(conn, VISITS_REV)
             if current == self.rev:
                 return
@@ -446,19 +494,12 @@ class VisitIndex:
                 self._build(conn, horizon, current, progress)
                 return
             changed = conn.execute(
-                select(
-                    visits.c.id, visits.c.venue_id, visits.c.person_id, visits.c.arrive_s, visits.c.depart_s
-                )
+                select(*_COLUMNS)
                 .where(and_(visits.c.rev > self.rev, visits.c.depart_s >= horizon))
                 .order_by(visits.c.id)
             ).all()
-            for vid, venue, person, arrive, depart in changed:
-                self._overlay[int(vid)] = (self._code(venue), int(person), int(arrive), int(depart))
+            self._apply(changed, horizon)
             self.rev = current
-            if len(self._overlay) > self._rebuild_after:
-                self._build(conn, horizon, current, progress)
-            else:
-                self._merge_overlay()
 
     def _build(self, conn: Connection, horizon: int, current: int, progress) -> None:
         count = int(
@@ -472,9 +513,7 @@ class VisitIndex:
         person = np.empty(count, np.int64)
         n = 0
         result = conn.execution_options(stream_results=True, yield_per=100_000).execute(
-            select(
-                visits.c.id, visits.c.venue_id, visits.c.person_id, visits.c.arrive_s, visits.c.depart_s
-            ).where(visits.c.depart_s >= horizon)
+            select(*_COLUMNS).where(visits.c.depart_s >= horizon)
         )
         for chunk in result.partitions(100_000):
             m = min(len(chunk), count - n)
@@ -489,45 +528,60 @@ class VisitIndex:
             n += m
             if progress is not None and count:
                 progress(min(1.0, n / count))
-        order = np.argsort(key[:n], kind="stable")
-        self.ids, self.key, self.depart, self.person = ids[order], key[order], depart[order], person[order]
-        self.by_person = np.argsort(self.person, kind="stable")
-        self.person_sorted = self.person[self.by_person]
-        self._overlay = {}
+        self._set_base(_View.of(ids[:n], key[:n], depart[:n], person[:n]))
         self.rev = current
         log.info("visit index built: %s presences since %s", n, horizon)
 
-    def _merge_overlay(self) -> None:
-        if not self._overlay:
+    def _set_base(self, base: _View) -> None:
+        self._base_id_order = np.argsort(base.ids)
+        self._base_ids_sorted = base.ids[self._base_id_order]
+        self._delta = {}
+        # The base is sorted by venue code first: each venue's longest stay is a max over its segment.
+        stays = np.zeros(len(self._venues), np.int64)
+        if base.key.size:
+            codes = base.key // _SHIFT
+            starts = np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1])))
+            stays[codes[starts]] = np.maximum.reduceat(base.depart - base.key % _SHIFT, starts)
+        self._state = (base, _View.empty(), stays)
+        self._size = int(base.key.size)
+
+    def _apply(self, changed: Sequence[tuple], horizon: int) -> None:
+        if not changed:
             return
-        # Drop the base copies of changed rows, append the overlay, re-sort (cheap next to a build:
-        # a sorted base plus a short unsorted tail).
-        ids = np.fromiter(self._overlay.keys(), np.int64, len(self._overlay))
-        keep = ~np.isin(self.ids, ids)
-        rows = np.array(list(self._overlay.values()), np.int64).reshape(-1, 4)
-        key = np.concatenate([self.key[keep], rows[:, 0] * _SHIFT + rows[:, 2]])
-        depart = np.concatenate([self.depart[keep], rows[:, 3]])
-        person = np.concatenate([self.person[keep], rows[:, 1]])
-        all_ids = np.concatenate([self.ids[keep], ids])
-        order = np.argsort(key, kind="stable")
-        self.key, self.depart, self.person, self.ids = (
-            key[order],
-            depart[order],
-            person[order],
-            all_ids[order],
-        )
-        self.by_person = np.argsort(self.person, kind="stable")
-        self.person_sorted = self.person[self.by_person]
-        self._overlay = {}
+        base, _, stays = self._state
+        ids = np.fromiter((int(row[0]) for row in changed), np.int64, len(changed))
+        for vid, venue, person, arrive, depart in changed:
+            self._delta[int(vid)] = (self._code(venue), int(person), int(arrive), int(depart))
+        # Their old copies in the base (if any) no longer count.
+        pos = np.searchsorted(self._base_ids_sorted, ids).clip(0, max(0, self._base_ids_sorted.size - 1))
+        hit = self._base_ids_sorted[pos] == ids if self._base_ids_sorted.size else np.zeros(ids.size, bool)
+        if hit.any():
+            alive = np.ones(base.key.size, bool) if base.alive is None else base.alive.copy()
+            alive[self._base_id_order[pos[hit]]] = False
+            base = replace(base, alive=alive)
+        delta_ids = np.fromiter(self._delta.keys(), np.int64, len(self._delta))
+        rows = np.array(list(self._delta.values()), np.int64).reshape(-1, 4)
+        delta = _View.of(delta_ids, rows[:, 0] * _SHIFT + rows[:, 2], rows[:, 3], rows[:, 1])
+        if len(self._delta) > max(self._merge_after, base.key.size // 20):
+            self._merge(base, delta, horizon)
+            return
+        grown = np.zeros(len(self._venues), np.int64)
+        grown[: stays.size] = stays
+        np.maximum.at(grown, rows[:, 0], rows[:, 3] - rows[:, 2])
+        live_base = int(base.key.size if base.alive is None else np.count_nonzero(base.alive))
+        self._state = (base, delta, grown)
+        self._size = live_base + int(delta.key.size)
 
-    def presences(self, person_ids: np.ndarray) -> np.ndarray:
-        """Row positions of every presence of ``person_ids``."""
-        lo = np.searchsorted(self.person_sorted, person_ids, "left")
-        hi = np.searchsorted(self.person_sorted, person_ids, "right")
-        return self.by_person[_ranges(lo, hi)]
-
-    def venue_code(self, row: int) -> int:
-        return int(self.key[row] // _SHIFT)
+    def _merge(self, base: _View, delta: _View, horizon: int) -> None:
+        """One base of the live rows of both views, without what departed before the horizon."""
+        live = base.live_rows()
+        ids = np.concatenate([base.ids[live], delta.ids])
+        key = np.concatenate([base.key[live], delta.key])
+        depart = np.concatenate([base.depart[live], delta.depart])
+        person = np.concatenate([base.person[live], delta.person])
+        recent = depart >= horizon
+        self._set_base(_View.of(ids[recent], key[recent], depart[recent], person[recent]))
+        log.info("visit index merged: %s presences", self._size)
 
 
 def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -542,7 +596,7 @@ def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """An F1 followed to F2: their presences from ``from_s`` to ``until_s`` count."""
+    """A person followed to their contacts: their presences from ``from_s`` to ``until_s`` count."""
 
     person_id: int
     from_s: int
@@ -556,19 +610,21 @@ def find_contacts_in_index(
     buffer_s: int,
     min_exposure_s: int,
     exclude: set[int],
-    max_stays: Callable[[Sequence[str]], dict[str, int]],
     progress: Callable[[float], None] | None = None,
     chunk: int = 2000,
+    degree: int = 2,
 ) -> dict[int, Contact]:
-    """Contacts (degree 2) of every source's presences in their span, vectorised over the index."""
+    """Contacts of every source's presences in their span, vectorised over the index (as of its last
+    refresh: the caller refreshes it)."""
     order = sorted(sources, key=lambda s: s.person_id)
-    view = _View(index.key, index.depart, index.person, index.by_person, index.person_sorted)
-    excluded = _exclusion(np.fromiter(exclude, np.int64, len(exclude)), view.person_sorted)
-    stays: dict[int, int] = {}  # venue code -> longest stay, asked once per venue
+    base, delta, stays = index.state
+    views = (base, delta)
+    top = max((int(v.person_sorted[-1]) for v in views if v.person_sorted.size), default=-1)
+    excluded = _exclusion(np.fromiter(exclude, np.int64, len(exclude)), top + 1)
     parts = []
     for start in range(0, len(order), chunk):
         part = order[start : start + chunk]
-        parts += _encounters_of_chunk(index, view, part, buffer_s, min_exposure_s, excluded, max_stays, stays)
+        parts += _encounters_of_chunk(views, stays, part, buffer_s, min_exposure_s, excluded)
         if progress is not None:
             progress(min(1.0, (start + len(part)) / len(order)))
     if not parts:
@@ -576,50 +632,74 @@ def find_contacts_in_index(
     person, venue_code, via, first_s, last_s, shared = (
         np.concatenate(col) for col in zip(*parts, strict=True)
     )
-    return _contacts(person, venue_code, via, first_s, last_s, shared, degree=2, venues=index.venue_ids)
+    return _contacts(person, venue_code, via, first_s, last_s, shared, degree=degree, venues=index.venue_ids)
 
 
-@dataclass(frozen=True, slots=True)
-class _View:
-    """The index's arrays as they were when a search began (a refresh replaces them)."""
+def find_f1_in_index(
+    index: VisitIndex,
+    person_id: int,
+    start_s: int,
+    end_s: int,
+    rules: TracingRules,
+) -> dict[int, Contact]:
+    """:func:`find_f1`'s answer from the index (as of its last refresh): the F0's presences that overlap
+    ``[start_s, end_s]`` (arriving at ``end_s`` at the latest, as :func:`presences_of` reads them) and
+    everyone who shared at least ``min_overlap`` with one of them."""
+    return find_contacts_in_index(
+        index,
+        [Source(person_id, start_s, end_s + 1)],
+        buffer_s=rules.buffer_s,
+        min_exposure_s=rules.min_overlap_s,
+        exclude={person_id},
+        degree=1,
+    )
 
-    key: np.ndarray
-    depart: np.ndarray
-    person: np.ndarray
-    by_person: np.ndarray
-    person_sorted: np.ndarray
 
-
-def _encounters_of_chunk(index, view: _View, part, buffer_s, need, excluded, max_stays, stays) -> list[tuple]:
+def _encounters_of_chunk(views, stays, part, buffer_s, need, excluded) -> list[tuple]:
     """Encounter columns (person, venue code, via, start, end, exposure) of the sources in ``part``."""
     person_ids = np.array([s.person_id for s in part], np.int64)
     from_s = np.array([s.from_s for s in part], np.int64)
     until_s = np.array([s.until_s for s in part], np.int64)
-    lo = np.searchsorted(view.person_sorted, person_ids, "left")
-    hi = np.searchsorted(view.person_sorted, person_ids, "right")
-    rows = view.by_person[_ranges(lo, hi)]
-    source = np.repeat(np.arange(len(part)), hi - lo)
-    key = view.key[rows]
-    arrive, depart, codes = key % _SHIFT, view.depart[rows], key // _SHIFT
-    # Each source's own span: presences that overlap [from, until].
+    own = []
+    for view in views:
+        lo = np.searchsorted(view.person_sorted, person_ids, "left")
+        hi = np.searchsorted(view.person_sorted, person_ids, "right")
+        rows = view.by_person[_ranges(lo, hi)]
+        source = np.repeat(np.arange(len(part)), hi - lo)
+        if view.alive is not None:
+            live = view.alive[rows]
+            rows, source = rows[live], source[live]
+        own.append((view.key[rows], view.depart[rows], source))
+    key, depart, source = (np.concatenate(col) for col in zip(*own, strict=True))
+    arrive, codes = key % _SHIFT, key // _SHIFT
+    # Each source's own span: presences that overlap [from, until).
     inside = (arrive < until_s[source]) & (depart > from_s[source])
     if not inside.any():
         return []
     arrive, depart, codes = arrive[inside], depart[inside], codes[inside]
     src_person = person_ids[source[inside]]
-    venues, venue_of = np.unique(codes, return_inverse=True)
-    missing = [c for c in venues.tolist() if c not in stays]
-    if missing:
-        got = max_stays([index.venue(c) for c in missing])
-        stays.update({c: int(got[index.venue(c)]) for c in missing})
-    stay_of = np.array([stays[c] for c in venues.tolist()], np.int64)[venue_of]
-    lo = np.searchsorted(view.key, codes * _SHIFT + (arrive - buffer_s - stay_of), "left")
-    hi = np.searchsorted(view.key, codes * _SHIFT + (depart + buffer_s), "left")
+    stay_of = stays[codes]
+    lo_key = codes * _SHIFT + (arrive - buffer_s - stay_of)
+    hi_key = codes * _SHIFT + (depart + buffer_s)
+    found = []
+    for view in views:
+        found += _pairs(view, lo_key, hi_key, arrive, depart, codes, src_person, buffer_s, need, excluded)
+    return found
+
+
+def _pairs(view: _View, lo_key, hi_key, arrive, depart, codes, src_person, buffer_s, need, excluded) -> list:
+    """The encounters of the presences ``(arrive, depart, codes, src_person)`` with ``view``'s rows
+    whose key lies in ``[lo_key, hi_key)``."""
+    lo = np.searchsorted(view.key, lo_key, "left")
+    hi = np.searchsorted(view.key, hi_key, "left")
     # The rows these ranges cover, each once, minus the excluded people (the F0 and F1 meet each other
-    # all the time, at a workplace above all: skipping them first saves most of the pairs).
+    # all the time, at a workplace above all: skipping them first saves most of the pairs) and the
+    # rows a newer copy replaced.
     candidates = _union(lo, hi)
     if excluded is not None:
         candidates = candidates[~excluded(view.person[candidates])]
+    if view.alive is not None:
+        candidates = candidates[view.alive[candidates]]
     first_pos = np.searchsorted(candidates, lo)
     end_pos = np.searchsorted(candidates, hi)
     # Pairs in blocks of about _PAIRS_PER_BLOCK: the temporaries stay in the CPU caches and off the
@@ -663,14 +743,14 @@ def _union(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return _ranges(lo[new], np.append(reach[new[1:] - 1], reach[-1]))
 
 
-def _exclusion(excluded: np.ndarray, person_sorted: np.ndarray) -> Callable[[np.ndarray], np.ndarray] | None:
+def _exclusion(excluded: np.ndarray, limit: int) -> Callable[[np.ndarray], np.ndarray] | None:
     """A test of "is this person excluded", element-wise (None when nobody is): a byte per person id
-    up to the largest in the index when that is small enough, else a binary search."""
+    below ``limit`` (one more than the largest in the index) when that is small enough, else a binary
+    search."""
     if excluded.size == 0:
         return None
-    limit = int(person_sorted[-1]) + 1 if person_sorted.size else 0
     if limit <= 1 << 26:
-        table = np.zeros(limit, bool)
+        table = np.zeros(max(limit, 0), bool)
         table[excluded[(excluded >= 0) & (excluded < limit)]] = True
         return table.__getitem__
     ordered = np.unique(excluded)

@@ -259,7 +259,7 @@ def create_case():
                 now=now,
             )
         case_id = open_case(
-            writing(web.engine),
+            web.engine,
             web.identity,
             subject,
             onset_date=body.onset_date,
@@ -270,6 +270,7 @@ def create_case():
             note=(body.note or "").strip() or None,
             remote_addr=request.remote_addr,
             now=now,
+            index=web.tracing_jobs.index,
         )
     except CaseError as exc:
         return _error(422, "invalid", str(exc))

@@ -518,7 +518,7 @@ def new_case():
             with writing(web.engine).begin() as conn:
                 subject = resolve_subject(conn, web.identity, now=now, **form.subject())
             case_id = open_case(
-                writing(web.engine),
+                web.engine,
                 web.identity,
                 subject,
                 onset_date=_parse_date(form.onset_date.data),
@@ -529,6 +529,7 @@ def new_case():
                 note=(form.note.data or "").strip() or None,
                 remote_addr=request.remote_addr,
                 now=now,
+                index=web.tracing_jobs.index,
             )
         except CaseError as exc:
             field_name, message = case_error_message(exc)

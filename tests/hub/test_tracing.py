@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 
 from hub.cases import CaseError, close_case, decide, open_case, refresh_case, resolve_subject, run_f2
 from hub.db.schema import case_contacts, cases, list_versions, venue_stays, visits
@@ -16,8 +16,8 @@ from hub.db.store import HubStore
 from hub.identity import HubIdentity
 from hub.keys import bump_list_version
 from hub.passes import current_colour
-from hub.presence import VISITS_REV, max_stays_reader
-from hub.tracing import VisitIndex, f2_sources, find_contacts_in_index, find_f1
+from hub.presence import VISITS_REV
+from hub.tracing import VisitIndex, f2_sources, find_contacts_in_index, find_f1, find_f1_in_index
 from hub.tracing_rules import TracingRules, exposure, overlap
 from tests.hub.tracing_helpers import T0, card_subject, declare, minutes, pass_subject, place_kiosk, scan
 
@@ -78,33 +78,43 @@ rules_strategy = st.builds(
 
 def load(engine, rows) -> None:
     """Replace the visits with ``rows`` (person, venue, arrive_s, depart_s); record venues' longest stays."""
-    longest: dict[str, int] = defaultdict(int)
-    for _, venue, a, d in rows:
-        longest[venue] = max(longest[venue], d - a)
     with engine.begin() as conn:
         conn.execute(delete(visits))
         conn.execute(delete(venue_stays))
+    add(engine, rows, first_seq=0)
+
+
+def add(engine, rows, *, first_seq: int) -> None:
+    """Insert ``rows`` as visits (their ``seq`` from ``first_seq`` on) in one new revision, raising
+    the venues' longest stays as ingest does."""
+    if not rows:
+        return
+    with engine.begin() as conn:
+        longest = dict(conn.execute(select(venue_stays.c.venue_id, venue_stays.c.max_stay_s)).all())
         rev = bump_list_version(conn, VISITS_REV, T0)
-        if rows:
-            conn.execute(
-                insert(visits),
-                [
-                    {
-                        "venue_id": v,
-                        "person_id": p,
-                        "arrive_s": a,
-                        "depart_s": d,
-                        "arrive_scanned": True,
-                        "depart_scanned": True,
-                        "rev": rev,
-                        "kiosk_id": "k",
-                        "epoch": "e",
-                        "seq": i,
-                    }
-                    for i, (p, v, a, d) in enumerate(rows)
-                ],
-            )
-            conn.execute(insert(venue_stays), [{"venue_id": v, "max_stay_s": s} for v, s in longest.items()])
+        conn.execute(
+            insert(visits),
+            [
+                {
+                    "venue_id": v,
+                    "person_id": p,
+                    "arrive_s": a,
+                    "depart_s": d,
+                    "arrive_scanned": True,
+                    "depart_scanned": True,
+                    "rev": rev,
+                    "kiosk_id": "k",
+                    "epoch": "e",
+                    "seq": first_seq + i,
+                }
+                for i, (p, v, a, d) in enumerate(rows)
+            ],
+        )
+        grown: dict[str, int] = defaultdict(int, longest)
+        for _, venue, a, d in rows:
+            grown[venue] = max(grown[venue], d - a)
+        conn.execute(delete(venue_stays))
+        conn.execute(insert(venue_stays), [{"venue_id": v, "max_stay_s": s} for v, s in grown.items()])
 
 
 PROPERTY = settings(
@@ -145,6 +155,54 @@ def test_f1_is_symmetric(hub_engine, rows, rules):
             assert a in f1[b]
 
 
+@PROPERTY
+@given(
+    rows=st.lists(presence, max_size=30),
+    later=st.lists(presence, max_size=12),
+    shortened=st.sets(st.integers(0, 29), max_size=6),
+    rules=rules_strategy,
+    f0=st.integers(1, 8),
+    window=st.tuples(st.integers(0, 3 * DAY), st.integers(0, 3 * DAY)).map(sorted),
+    merge_after=st.sampled_from([0, 1_000_000]),
+)
+def test_f1_from_the_index_kept_current_is_the_brute_force_and_the_sql_answer(
+    hub_engine, rows, later, shortened, rules, f0, window, merge_after
+):
+    """The index is built, then check-ins arrive and exits shorten earlier stays: with a large
+    ``merge_after`` they stay in the delta (their old copies dead in the base), with 0 they are merged
+    at once. Either way F1 from the index is the brute force's, and find_f1's, answer."""
+    load(hub_engine, rows)
+    index = VisitIndex(hub_engine, horizon_s=lambda: -DAY, merge_after=merge_after)
+    assert not index.current()  # never built: interactive callers ask the database
+    index.refresh()
+    final = list(rows)
+    add(hub_engine, later, first_seq=len(rows))
+    final += later
+    with hub_engine.begin() as conn:
+        rev = bump_list_version(conn, VISITS_REV, T0)
+        for i in sorted(k for k in shortened if k < len(rows)):
+            person, venue, a, d = rows[i]
+            depart = a + max(60, (d - a) // 3)
+            conn.execute(
+                update(visits)
+                .where((visits.c.kiosk_id == "k") & (visits.c.seq == i))
+                .values(depart_s=depart, rev=rev)
+            )
+            final[i] = (person, venue, a, depart)
+    assert index.current()
+    assert index.size == len(final)
+    start, end = window
+    got = find_f1_in_index(index, f0, start, end, rules)
+    expected = brute_f1(final, f0, start, end, rules.buffer_s, rules.min_overlap_s)
+    assert {p: c.longest_s for p, c in got.items()} == expected
+    with hub_engine.connect() as conn:
+        _, sql = find_f1(conn, f0, start, end, rules)
+    assert {p: (c.encounter_count, c.first_s, c.last_s) for p, c in got.items()} == {
+        p: (c.encounter_count, c.first_s, c.last_s) for p, c in sql.items()
+    }
+    assert all(c.degree == 1 and c.via_person_id == f0 for c in got.values())
+
+
 @given(
     a=st.tuples(st.integers(0, 10_000), st.integers(0, 10_000)).map(sorted),
     b=st.tuples(st.integers(0, 10_000), st.integers(0, 10_000)).map(sorted),
@@ -176,7 +234,6 @@ def test_f2_from_the_index_is_exactly_the_brute_force_answer(hub_engine, rows, r
         buffer_s=rules.buffer_s,
         min_exposure_s=rules.f2_min_overlap_s,
         exclude=exclude,
-        max_stays=max_stays_reader(hub_engine),
     )
     spans = [(s.person_id, s.from_s, s.until_s) for s in sources]
     expected = brute_f2(rows, spans, exclude, rules.buffer_s, rules.f2_min_overlap_s)
@@ -209,7 +266,6 @@ def test_the_index_follows_inserts_and_changes_after_it_was_built(hub_engine):
         buffer_s=0,
         min_exposure_s=rules.f2_min_overlap_s,
         exclude={1},
-        max_stays=lambda vs: dict.fromkeys(vs, 3600),
     )
     assert set(found) == {3}  # person 2 now shared 5 minutes, under the 10-minute minimum
 
@@ -217,7 +273,8 @@ def test_the_index_follows_inserts_and_changes_after_it_was_built(hub_engine):
 # ------------------------------------------------------------------------- cases, end to end
 
 
-def test_a_case_finds_f1_and_f2_from_real_check_ins_and_turns_their_passes(hub_engine):
+@pytest.mark.parametrize("f1_from_index", [False, True], ids=["f1-sql", "f1-index"])
+def test_a_case_finds_f1_and_f2_from_real_check_ins_and_turns_their_passes(hub_engine, f1_from_index):
     place_kiosk(hub_engine, "kiosk-cho", "cho-a", "market")
     place_kiosk(hub_engine, "kiosk-quan", "quan-b", "restaurant")
     f0 = declare(hub_engine, id_number="001190012345")
@@ -239,9 +296,12 @@ def test_a_case_finds_f1_and_f2_from_real_check_ins_and_turns_their_passes(hub_e
     with hub_engine.begin() as conn:
         subject = resolve_subject(conn, identity, pass_id=f0.pass_.pass_id, now=now)
     rules = TracingRules()
+    index = VisitIndex(hub_engine, horizon_s=lambda: 0)
+    if f1_from_index:
+        index.refresh()
     case_id = open_case(
         hub_engine, identity, subject, onset_date=date(2026, 11, 21), test_date=None,
-        rules=rules, actor="bs.lan", role="health_official", now=now,
+        rules=rules, actor="bs.lan", role="health_official", now=now, index=index,
     )  # fmt: skip
     with hub_engine.connect() as conn:
         assert current_colour(conn, f0.pass_.pass_id) == "red"
@@ -253,7 +313,6 @@ def test_a_case_finds_f1_and_f2_from_real_check_ins_and_turns_their_passes(hub_e
         and row.reasons[0]["venue_id"] == "cho-a"
         and row.reasons[0]["minutes"] == 45 - 20 + 30
     )
-    index = VisitIndex(hub_engine, horizon_s=lambda: 0)
     assert run_f2(hub_engine, case_id, index, rules, clock=lambda: now) == 1
     with hub_engine.connect() as conn:
         assert current_colour(conn, f2.pass_.pass_id) == rules.f2_colour
@@ -295,7 +354,8 @@ def test_a_case_needs_one_subject_and_a_date_not_in_the_future(hub_engine):
                   rules=TracingRules(), actor="a", role=None, now=T0)  # fmt: skip
 
 
-def test_looking_again_finds_late_check_ins_and_closing_gives_colours_back(hub_engine):
+@pytest.mark.parametrize("f1_from_index", [False, True], ids=["f1-sql", "f1-index"])
+def test_looking_again_finds_late_check_ins_and_closing_gives_colours_back(hub_engine, f1_from_index):
     place_kiosk(hub_engine, "kiosk-cho", "cho-a", "market")
     f0 = declare(hub_engine, id_number="001190012345")
     late = declare(hub_engine, id_number="001190012346", phone="0912345679")
@@ -312,14 +372,19 @@ def test_looking_again_finds_late_check_ins_and_closing_gives_colours_back(hub_e
     with hub_engine.begin() as conn:
         subject = resolve_subject(conn, identity, declaration_id=f0.declaration_id, now=now)
     rules = TracingRules()
+    index = VisitIndex(hub_engine, horizon_s=lambda: 0)
+    if f1_from_index:
+        index.refresh()  # built before the late check-in: the refresh of the case finds it in the delta
     case_id = open_case(hub_engine, identity, subject, onset_date=None, test_date=date(2026, 11, 20),
-                        rules=rules, actor="bs.lan", role="health_official", now=now)  # fmt: skip
+                        rules=rules, actor="bs.lan", role="health_official", now=now,
+                        index=index)  # fmt: skip
     with hub_engine.begin() as conn:
         person = conn.execute(select(case_contacts.c.person_id)).scalar_one()
     decide(hub_engine, case_id, person, "dismissed", actor="bs.lan", role="health_official", now=now)
     # A kiosk that was offline syncs a check-in from the same morning.
     store.commit(events=[scan("kiosk-cho", pass_subject(late.pass_.pass_id), T0 + minutes(10))])
-    assert refresh_case(hub_engine, case_id, rules, actor="bs.lan", role="health_official", now=now) == 1
+    assert refresh_case(hub_engine, case_id, rules, actor="bs.lan", role="health_official", now=now,
+                        index=index) == 1  # fmt: skip
     with hub_engine.connect() as conn:
         assert current_colour(conn, late.pass_.pass_id) == rules.f1_colour
         assert current_colour(conn, dismissed.pass_.pass_id) == "green"  # stays dismissed
