@@ -373,6 +373,8 @@ def find_f1(
 
 #: arrive_s < 2**33 (year 2242): the sort key is venue_code * 2**33 + arrive.
 _SHIFT = np.int64(1 << 33)
+#: ``key & _ARRIVE`` is the arrival (arrivals are never negative): a third of the cost of ``key % _SHIFT``.
+_ARRIVE = np.int64((1 << 33) - 1)
 _COLUMNS = (
     visits.c.id,
     visits.c.venue_id,
@@ -541,7 +543,7 @@ class VisitIndex:
         if base.key.size:
             codes = base.key // _SHIFT
             starts = np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1])))
-            stays[codes[starts]] = np.maximum.reduceat(base.depart - base.key % _SHIFT, starts)
+            stays[codes[starts]] = np.maximum.reduceat(base.depart - (base.key & _ARRIVE), starts)
         self._state = (base, _View.empty(), stays)
         self._size = int(base.key.size)
 
@@ -615,7 +617,10 @@ def find_contacts_in_index(
     degree: int = 2,
 ) -> dict[int, Contact]:
     """Contacts of every source's presences in their span, vectorised over the index (as of its last
-    refresh: the caller refreshes it)."""
+    refresh: the caller refreshes it). ``min_exposure_s`` is at least one second (the rules' minimum is
+    a minute): presences that merely touch are never contacts."""
+    if min_exposure_s < 1:
+        raise ValueError(f"min_exposure_s must be at least 1, got {min_exposure_s}")
     order = sorted(sources, key=lambda s: s.person_id)
     base, delta, stays = index.state
     views = (base, delta)
@@ -671,7 +676,7 @@ def _encounters_of_chunk(views, stays, part, buffer_s, need, excluded) -> list[t
             rows, source = rows[live], source[live]
         own.append((view.key[rows], view.depart[rows], source))
     key, depart, source = (np.concatenate(col) for col in zip(*own, strict=True))
-    arrive, codes = key % _SHIFT, key // _SHIFT
+    arrive, codes = key & _ARRIVE, key // _SHIFT
     # Each source's own span: presences that overlap [from, until).
     inside = (arrive < until_s[source]) & (depart > from_s[source])
     if not inside.any():
@@ -702,6 +707,10 @@ def _pairs(view: _View, lo_key, hi_key, arrive, depart, codes, src_person, buffe
         candidates = candidates[view.alive[candidates]]
     first_pos = np.searchsorted(candidates, lo)
     end_pos = np.searchsorted(candidates, hi)
+    # The candidates' columns, gathered once: a candidate pairs with every presence whose range holds it.
+    cand_arrive = view.key[candidates] & _ARRIVE
+    cand_depart = view.depart[candidates]
+    cand_person = view.person[candidates]
     # Pairs in blocks of about _PAIRS_PER_BLOCK: the temporaries stay in the CPU caches and off the
     # page-fault path of fresh large allocations (a big case has millions of pairs).
     counts = end_pos - first_pos
@@ -718,16 +727,20 @@ def _pairs(view: _View, lo_key, hi_key, arrive, depart, codes, src_person, buffe
         if pairs.size == 0:
             continue
         owner = block.start + np.repeat(np.arange(hi_owner - block.start), counts[block])
-        cand = candidates[pairs]
         a1, a2 = arrive[owner], depart[owner]
-        b1, b2 = view.key[cand] % _SHIFT, view.depart[cand]
-        shared, start, end = _exposures(a1, a2, b1, b2, buffer_s)
-        other = view.person[cand]
+        b1, b2 = cand_arrive[pairs], cand_depart[pairs]
+        # The shared time first; where the encounter counted starts and ends only for the pairs kept.
+        shared = np.maximum(
+            np.minimum(a2 + buffer_s, b2) - np.maximum(a1 - buffer_s, b1),
+            np.minimum(a2, b2 + buffer_s) - np.maximum(a1, b1 - buffer_s),
+        )
+        other = cand_person[pairs]
         keep = (shared >= need) & (other != src_person[owner])
         if not keep.any():
             continue
         owner = owner[keep]
-        found.append((other[keep], codes[owner], src_person[owner], start[keep], end[keep], shared[keep]))
+        shared, start, end = _exposures(a1[keep], a2[keep], b1[keep], b2[keep], buffer_s)
+        found.append((other[keep], codes[owner], src_person[owner], start, end, shared))
     return found
 
 
