@@ -45,14 +45,13 @@ per resolution (issue 3). Counts below are code frames decoded at 1280x720, 0 wr
   full-resolution threshold pipeline above took 2-3 times as long with them).
 
 Cost on an empty 1280x720 frame, the kiosk default and zxing-cpp alone taking turns (bench/scanner.py),
-in four full benchmark runs on this shared 2-core machine (load average 1.8-6.4): 0.76-0.90 of zxing
-alone's median wall time (0.74-0.80 as the median of the per-pass ratios; process CPU time 0.85-0.90),
-1.77-3.63 ms against 2.28-4.02 ms. zxing alone measured 1.61 ms in the run before these; on this
-busier machine the 1.5 ms target was missed in all four. Alternating with the previous decoder in
-blocks of 20 frames, it took 0.89-1.00 of zxing alone (CPU 1.04-1.13) and this one 0.65-0.75 (CPU
-0.85-0.86); at 640x480 (blocks of 200) 2.03 ms against 1.25 ms, zxing alone 0.70 ms. Per stage
-(CPU, median, 1280x720): the split 0.35 ms, the half copy 0.07, the box mean 0.23, the two glance
-binarizations and searches 0.41, the blindness test about 0.2.
+median of 2,000 (10 passes over 200 frames) on this 2-core machine at load average about 1: one thread,
+1.66 ms against zxing's 2.10 (0.79; CPU 2.54 against 2.09 ms: OpenCV's own threads); with the glance on
+the helper thread (the default), 1.24 ms against 1.95 (0.64; CPU 2.25 against 1.94 ms, 1.16). The
+helper buys latency with a second core, not work: a kiosk's Pi has four. In earlier runs on a busier
+machine (load 2-6) the one-thread decoder took 0.76-0.90 of zxing alone, 1.77-3.63 ms. Per stage
+(wall, median, 1280x720): the split 0.35 ms, the half copy 0.14, the glance 0.55, the blindness
+test about 0.1, LocalAverage (on 14 % of the empty frames) 0.9-1.2.
 """
 
 from __future__ import annotations
