@@ -325,23 +325,22 @@ _KINDS = (
 )
 
 
+#: Distinct people whose passes the sample check-ins carry (people come back: the hub links their visits).
+SAMPLE_PEOPLE = 50_000
+
+
 def sample_body(rng: random.Random, kind: str, venue_id: str) -> dict[str, Any]:
-    """A realistic small event body (about 150-250 bytes of JSON)."""
-    body: dict[str, Any] = {
-        "venue_id": venue_id,
-        "pass_id": f"HP-{rng.getrandbits(40):010X}",
-        "holder": f"{rng.getrandbits(64):016x}",
-    }
-    if kind == EventKind.CHECK_IN.value:
-        body.update(
-            result=rng.choice(("green", "green", "green", "yellow")),
-            method="qr",
-            temperature_c=round(rng.uniform(36.0, 37.4), 1),
-            declaration={"symptoms": [], "contact": False, "travel": rng.random() < 0.1},
-        )
-    elif kind == EventKind.CHECK_OUT.value:
-        body.update(method="qr", dwell_s=rng.randint(60, 7200))
-    elif kind == EventKind.CHECKLIST.value:
+    """A realistic small event body. Check-ins and check-outs are what a kiosk records for a scanned
+    health pass (kiosk/verdict.py), so the hub derives presence from them as it would in service."""
+    if kind in (EventKind.CHECK_IN.value, EventKind.CHECK_OUT.value):
+        return {
+            "direction": "in" if kind == EventKind.CHECK_IN.value else "out",
+            "subject": {"type": "pass", "pass_id": f"B{rng.randrange(SAMPLE_PEOPLE):09d}", "kid": "00" * 8},
+            "verdict": rng.choice(("green", "green", "green", "yellow")),
+            "flagged": False,
+        }
+    body: dict[str, Any] = {"venue_id": venue_id, "holder": f"{rng.getrandbits(64):016x}"}
+    if kind == EventKind.CHECKLIST.value:
         body.update(
             form="daily-v3", answers={"masks": True, "sanitiser": True, "distancing": rng.random() < 0.9}
         )

@@ -6,6 +6,12 @@ recorded (an exit kiosk that synced first, a missed scan), records an exit-only 
 ``[depart - default stay, depart]`` that a late check-in then completes. So every visit is a closed,
 bounded interval, whatever order the kiosks' events arrive in, and a kiosk that missed a day creates no
 endless stays. Only events stored for the first time are applied: resends change nothing.
+
+A commit's scans are applied together: one read of the visits they may touch (their people's visits in
+the batch's time range, through ``(person_id, arrive_s)``), the scans worked through in time order in
+memory exactly as one-by-one statements would (each sees what the earlier ones did), then one insert of
+the new visits and one update of the changed ones. Two statements per scan (a lookup, then an insert
+or update) had cost 1-3 ms a check-in.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from hub.db import dialect_insert, from_db_time
 from hub.db.schema import devices, events, venue_stays, venues, visits
@@ -49,6 +55,19 @@ class Scan:
     entering: bool
 
 
+@dataclass(slots=True)
+class _Visit:
+    """A visit as the batch sees it: read from the database (``id``) or made by a scan of the batch."""
+
+    id: int | None
+    order: int  # the database's id order, the batch's new visits after every stored one
+    arrive_s: int
+    depart_s: int
+    arrive_scanned: bool
+    depart_scanned: bool
+    changed: bool = False
+
+
 class Presence:
     """Turns newly stored check-in/check-out events into visits (see the module docstring)."""
 
@@ -66,21 +85,26 @@ class Presence:
         keys = {(r.kiosk_id, r.epoch, r.seq) for r in rows if r.kind in PRESENCE_KINDS}
         if not keys:
             return set()
+        # A few statements for all the streams at once, not one per kiosk stream (a bridge commit
+        # gathers the batches of many kiosks): an OR of ``kiosk_id = ? AND epoch = ? AND seq IN (…)``,
+        # which SQLite runs as one search of uq_events_kiosk_epoch_seq per key ("MULTI-INDEX OR") and
+        # PostgreSQL as a BitmapOr. (A row-value IN made SQLite scan the whole index.)
         by_stream: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for kiosk_id, epoch, seq in keys:
+        for kiosk_id, epoch, seq in sorted(keys):
             by_stream[(kiosk_id, epoch)].append(seq)
+        terms, size = [], 0
         for (kiosk_id, epoch), seqs in by_stream.items():
             for start in range(0, len(seqs), 500):
-                stored = conn.execute(
-                    select(events.c.seq).where(
-                        and_(
-                            events.c.kiosk_id == kiosk_id,
-                            events.c.epoch == epoch,
-                            events.c.seq.in_(seqs[start : start + 500]),
-                        )
-                    )
+                part = seqs[start : start + 500]
+                terms.append(
+                    and_(events.c.kiosk_id == kiosk_id, events.c.epoch == epoch, events.c.seq.in_(part))
                 )
-                keys.difference_update((kiosk_id, epoch, int(s)) for (s,) in stored)
+                size += len(part)
+                if size >= 500 or len(terms) >= 100:
+                    keys.difference_update(_stored(conn, terms))
+                    terms, size = [], 0
+        if terms:
+            keys.difference_update(_stored(conn, terms))
         return keys
 
     def apply(self, conn: Connection, rows: Sequence, fresh: set[tuple[str, str, int]], now: datetime) -> int:
@@ -93,11 +117,19 @@ class Presence:
             return 0
         rev = bump_list_version(conn, VISITS_REV, now)
         venue_types = self._venue_types(conn, {s.venue_id for s in scans})
+        held = self._visits_near(conn, scans)
+        made: list[tuple[Scan, _Visit]] = []
         longest: dict[str, int] = {}
         for scan in sorted(scans, key=lambda s: (s.at_s, s.kiosk_id, s.epoch, s.seq)):
             stay = self._rules.default_stay_s(venue_types.get(scan.venue_id))
-            span = self._enter(conn, scan, stay, rev) if scan.entering else self._leave(conn, scan, stay, rev)
+            mine = held[(scan.person_id, scan.venue_id)]
+            span, new = _enter(mine, scan, stay) if scan.entering else _leave(mine, scan, stay)
+            if new is not None:
+                new.order = (1 << 62) + len(made)  # after every stored visit, in the order made
+                mine.append(new)
+                made.append((scan, new))
             longest[scan.venue_id] = max(longest.get(scan.venue_id, 0), span)
+        self._write(conn, held, made, rev)
         self._record_longest(conn, longest)
         return len(scans)
 
@@ -148,86 +180,94 @@ class Presence:
             ).all()
         )
 
-    def _enter(self, conn: Connection, scan: Scan, stay: int, rev: int) -> int:
-        # A check-out recorded first left an exit-only visit ending within the bound: complete it.
-        exit_only = conn.execute(
-            select(visits.c.id, visits.c.depart_s)
-            .where(
-                and_(
-                    visits.c.person_id == scan.person_id,
-                    visits.c.venue_id == scan.venue_id,
-                    visits.c.arrive_s >= scan.at_s - MAX_STAY_S,
-                    visits.c.arrive_s <= scan.at_s + MAX_STAY_S,
-                    visits.c.arrive_scanned.is_(False),
-                    visits.c.depart_s >= scan.at_s,
-                    visits.c.depart_s <= scan.at_s + MAX_STAY_S,
+    @staticmethod
+    def _visits_near(conn: Connection, scans: Sequence[Scan]) -> dict[tuple[int, str], list[_Visit]]:
+        """The stored visits of the scans' people that a scan of the batch may complete or close:
+        arriving within ``MAX_STAY_S`` of the batch's earliest and latest scan, by (person, venue)."""
+        held: dict[tuple[int, str], list[_Visit]] = defaultdict(list)
+        wanted = {(s.person_id, s.venue_id) for s in scans}
+        people = sorted({p for p, _ in wanted})
+        lo = min(s.at_s for s in scans) - MAX_STAY_S
+        hi = max(s.at_s for s in scans) + MAX_STAY_S
+        columns = (
+            visits.c.id,
+            visits.c.person_id,
+            visits.c.venue_id,
+            visits.c.arrive_s,
+            visits.c.depart_s,
+            visits.c.arrive_scanned,
+            visits.c.depart_scanned,
+        )
+        for start in range(0, len(people), 500):
+            rows = conn.execute(
+                select(*columns).where(
+                    and_(
+                        visits.c.person_id.in_(people[start : start + 500]),
+                        visits.c.arrive_s >= lo,
+                        visits.c.arrive_s <= hi,
+                    )
                 )
             )
-            .order_by(visits.c.depart_s)
-            .limit(1)
-        ).first()
-        if exit_only is not None:
-            conn.execute(
-                update(visits)
-                .where(visits.c.id == exit_only.id)
-                .values(arrive_s=scan.at_s, arrive_scanned=True, rev=rev)
-            )
-            return int(exit_only.depart_s) - scan.at_s
-        conn.execute(
-            dialect_insert(conn, visits).on_conflict_do_nothing(
-                index_elements=[visits.c.kiosk_id, visits.c.epoch, visits.c.seq]
-            ),
-            {
-                **_key(scan),
-                "venue_id": scan.venue_id,
-                "person_id": scan.person_id,
-                "arrive_s": scan.at_s,
-                "depart_s": scan.at_s + stay,
-                "arrive_scanned": True,
-                "depart_scanned": False,
-                "rev": rev,
-            },
-        )
-        return stay
+            for vid, person, venue, arrive, depart, arrive_scanned, depart_scanned in rows:
+                if (person, venue) in wanted:
+                    held[(int(person), venue)].append(
+                        _Visit(
+                            int(vid),
+                            int(vid),
+                            int(arrive),
+                            int(depart),
+                            bool(arrive_scanned),
+                            bool(depart_scanned),
+                        )
+                    )
+        return held
 
-    def _leave(self, conn: Connection, scan: Scan, stay: int, rev: int) -> int:
-        # The person's latest visit here that began within the bound; close it if nobody did yet.
-        latest = conn.execute(
-            select(visits.c.id, visits.c.arrive_s, visits.c.depart_scanned)
-            .where(
-                and_(
-                    visits.c.person_id == scan.person_id,
-                    visits.c.venue_id == scan.venue_id,
-                    visits.c.arrive_s >= scan.at_s - MAX_STAY_S,
-                    visits.c.arrive_s <= scan.at_s,
-                )
-            )
-            .order_by(visits.c.arrive_s.desc(), visits.c.id.desc())
-            .limit(1)
-        ).first()
-        if latest is not None and not latest.depart_scanned:
+    @staticmethod
+    def _write(
+        conn: Connection, held: dict[tuple[int, str], list[_Visit]], made: list[tuple[Scan, _Visit]], rev: int
+    ) -> None:
+        changed = [v for mine in held.values() for v in mine if v.changed and v.id is not None]
+        if changed:
             conn.execute(
                 update(visits)
-                .where(visits.c.id == latest.id)
-                .values(depart_s=scan.at_s, depart_scanned=True, rev=rev)
+                .where(visits.c.id == bindparam("visit_id"))
+                .values(
+                    arrive_s=bindparam("arrive"),
+                    depart_s=bindparam("depart"),
+                    arrive_scanned=bindparam("arrive_scanned"),
+                    depart_scanned=bindparam("depart_scanned"),
+                    rev=rev,
+                ),
+                [
+                    {
+                        "visit_id": v.id,
+                        "arrive": v.arrive_s,
+                        "depart": v.depart_s,
+                        "arrive_scanned": v.arrive_scanned,
+                        "depart_scanned": v.depart_scanned,
+                    }
+                    for v in sorted(changed, key=lambda v: v.order)
+                ],
             )
-            return scan.at_s - int(latest.arrive_s)
-        conn.execute(
-            dialect_insert(conn, visits).on_conflict_do_nothing(
-                index_elements=[visits.c.kiosk_id, visits.c.epoch, visits.c.seq]
-            ),
-            {
-                **_key(scan),
-                "venue_id": scan.venue_id,
-                "person_id": scan.person_id,
-                "arrive_s": scan.at_s - stay,
-                "depart_s": scan.at_s,
-                "arrive_scanned": False,
-                "depart_scanned": True,
-                "rev": rev,
-            },
-        )
-        return stay
+        if made:
+            conn.execute(
+                dialect_insert(conn, visits).on_conflict_do_nothing(
+                    index_elements=[visits.c.kiosk_id, visits.c.epoch, visits.c.seq]
+                ),
+                [
+                    {
+                        **_key(scan),
+                        "venue_id": scan.venue_id,
+                        "person_id": scan.person_id,
+                        "arrive_s": v.arrive_s,
+                        "depart_s": v.depart_s,
+                        "arrive_scanned": v.arrive_scanned,
+                        "depart_scanned": v.depart_scanned,
+                        "rev": rev,
+                    }
+                    for scan, v in made
+                ],
+            )
 
     @staticmethod
     def _record_longest(conn: Connection, longest: dict[str, int]) -> None:
@@ -241,6 +281,39 @@ class Presence:
             },
         )
         conn.execute(stmt, [{"venue_id": v, "max_stay_s": s} for v, s in sorted(longest.items())])
+
+
+def _stored(conn: Connection, terms: list) -> list[tuple[str, str, int]]:
+    rows = conn.execute(select(events.c.kiosk_id, events.c.epoch, events.c.seq).where(or_(*terms)))
+    return [(k, e, int(s)) for k, e, s in rows]
+
+
+def _enter(mine: list[_Visit], scan: Scan, stay: int) -> tuple[int, _Visit | None]:
+    """A check-in: complete the exit-only visit ending soonest within the bound, if a check-out recorded
+    first left one; else a new visit of the default stay. (The span it counts, the new visit or None.)"""
+    exit_only = [
+        v
+        for v in mine
+        if not v.arrive_scanned
+        and scan.at_s - MAX_STAY_S <= v.arrive_s <= scan.at_s + MAX_STAY_S
+        and scan.at_s <= v.depart_s <= scan.at_s + MAX_STAY_S
+    ]
+    if exit_only:
+        visit = min(exit_only, key=lambda v: (v.depart_s, v.order))
+        visit.arrive_s, visit.arrive_scanned, visit.changed = scan.at_s, True, True
+        return visit.depart_s - scan.at_s, None
+    return stay, _Visit(None, 0, scan.at_s, scan.at_s + stay, True, False)
+
+
+def _leave(mine: list[_Visit], scan: Scan, stay: int) -> tuple[int, _Visit | None]:
+    """A check-out: close the person's latest visit here that began within the bound, if nobody did
+    yet; else an exit-only visit of the default stay that a late check-in may complete."""
+    began = [v for v in mine if scan.at_s - MAX_STAY_S <= v.arrive_s <= scan.at_s]
+    latest = max(began, key=lambda v: (v.arrive_s, v.order), default=None)
+    if latest is not None and not latest.depart_scanned:
+        latest.depart_s, latest.depart_scanned, latest.changed = scan.at_s, True, True
+        return scan.at_s - latest.arrive_s, None
+    return stay, _Visit(None, 0, scan.at_s - stay, scan.at_s, False, True)
 
 
 def _subject(row) -> dict:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, select
 
-from hub.db.schema import events, persons, venue_stays, visits
+from hub.db.schema import devices, events, persons, venue_stays, visits
 from hub.db.store import HubStore
+from hub.devices import add_venue
 from hub.identity import HubIdentity
 from hub.tracing_rules import MAX_STAY_S, TracingRules
 from tests.hub.tracing_helpers import T0, card_subject, declare, minutes, pass_subject, place_kiosk, scan
@@ -165,3 +168,67 @@ def test_presence_can_be_turned_off_for_a_store(hub_engine):
     identity = HubIdentity(hub_engine)
     HubStore(hub_engine, presence=None).commit(events=[scan("kiosk-x", card_subject(identity, BINH), T0)])
     assert _visits(hub_engine) == []
+
+
+# ------------------------------------------------------------------ a commit's scans applied together
+
+_scan_spec = st.tuples(
+    st.integers(0, 2),  # person
+    st.sampled_from(["kiosk-a", "kiosk-b"]),
+    st.integers(0, 30 * 60),  # minutes after T0
+    st.booleans(),  # out
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(specs=st.lists(_scan_spec, min_size=1, max_size=14))
+def test_a_commits_scans_applied_together_are_the_scans_applied_one_by_one(hub_engine, specs):
+    """One commit of many scans leaves exactly the visits that one commit per scan (in time order)
+    leaves: entries, exits before entries, exits closing the latest visit, missing exits, 12-hour bounds."""
+    with hub_engine.begin() as conn:
+        if conn.execute(select(devices.c.kiosk_id)).first() is None:
+            for kiosk, venue, kind in (("kiosk-a", "cho", "market"), ("kiosk-b", "quan", "restaurant")):
+                add_venue(conn, venue_id=venue, name=venue, venue_type=kind, now=T0)
+                conn.execute(devices.insert().values(kiosk_id=kiosk, venue_id=venue, enrolled_at=T0))
+    rows = [scan(k, pass_subject(f"PASS{p}"), T0 + minutes(m), out=out) for p, k, m, out in specs]
+    store = HubStore(hub_engine)
+
+    def result() -> list[tuple]:
+        with hub_engine.begin() as conn:
+            found = sorted(
+                (r.person_id, r.venue_id, r.arrive_s, r.depart_s, r.arrive_scanned, r.depart_scanned)
+                for r in conn.execute(select(visits))
+            )
+            conn.execute(delete(visits))
+            conn.execute(delete(events))
+        return found
+
+    store.commit(events=rows)
+    together = result()
+    for row in sorted(rows, key=lambda r: (r.device_time, r.kiosk_id, r.epoch, r.seq)):
+        store.commit(events=[row])
+    assert result() == together
+    assert len(together) <= len(rows)
+
+
+def test_a_check_out_closes_the_latest_visit_that_began_within_the_bound(hub_engine):
+    """In at 8:00 (no exit scanned), in again at 11:00, out at 12:00: the 11:00 visit ends at 12:00 and
+    the 8:00 one keeps the default stay; a second check-out finds the latest visit closed and records
+    an exit-only visit."""
+    place_kiosk(hub_engine, "kiosk-1", "quan-pho", "restaurant")
+    subject = pass_subject("PASS1")
+    HubStore(hub_engine).commit(
+        events=[
+            scan("kiosk-1", subject, T0),
+            scan("kiosk-1", subject, T0 + minutes(180)),
+            scan("kiosk-1", subject, T0 + minutes(240), out=True),
+            scan("kiosk-1", subject, T0 + minutes(250), out=True),
+        ]
+    )
+    stay = TracingRules().default_stay_s("restaurant")
+    start = int(T0.timestamp())
+    assert _span(hub_engine) == [
+        (start, start + stay),
+        (start + 180 * 60, start + 240 * 60),
+        (start + 250 * 60 - stay, start + 250 * 60),
+    ]
