@@ -205,7 +205,7 @@ def create_app(config: HubConfig | None = None, *, engine: Engine | None = None)
     ``config`` defaults to :func:`hub.config.load` (environment only). Without ``engine`` one is made
     from ``config.database.url`` and migrated; a given engine is used as it is.
     """
-    from hub.web import admin, api, api_cases, auth, cases, public
+    from hub.web import admin, api, api_cases, api_venues, auth, cases, public
 
     if config is None:
         config = load()
@@ -256,6 +256,7 @@ def create_app(config: HubConfig | None = None, *, engine: Engine | None = None)
     app.register_blueprint(cases.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(api_cases.bp)
+    app.register_blueprint(api_venues.bp)
     app.register_blueprint(health)
     csrf.exempt(api.bp)  # bearer tokens only: no cookie, so no cross-site request forgery
     csrf.exempt(api_cases.bp)

@@ -60,6 +60,7 @@ from hub.declarations import normalise_phone
 from hub.identity import HubIdentity, link_declarations
 from hub.passes import display_pass_id
 from hub.tracing import Presence, presences_of
+from hub.venue_flags import clear_after
 from hub.web.auth import roles_required
 from hub.web.extensions import actor, audit, hub_web
 
@@ -578,11 +579,21 @@ def detail(case_id: int):
             {"f1_page": f1_page, "f2_page": f2_page, "persons": sorted(v.person.person_id for v in views)},
         )
     _resume_jobs_if(case.f2_state)
+    windows = venue_windows(own, names)
+    # What this case adds to the safety map (hub/venue_flags.py): an open case flags a venue until the
+    # look-back has passed since the F0's last departure there.
+    flagged_until = {
+        w.venue_id: until
+        for w in windows
+        if case.status == "open"
+        and (until := clear_after(w.last_depart_s, web.config.tracing)) > now.timestamp()
+    }
     return render_template(
         "admin/case.html",
         case=case,
         f0=who[int(case.person_id)],
-        windows=venue_windows(own, names),
+        windows=windows,
+        flagged_until=flagged_until,
         f1=views[: len(f1_rows)],
         f2=views[len(f1_rows) :],
         f1_page=f1_page,
