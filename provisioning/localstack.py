@@ -369,21 +369,25 @@ def _hub_stats(engine: Engine) -> dict:
         return {}
 
 
-def _demo_case(engine: Engine, config: HubConfig, material: DemoMaterial, case_id: int | None) -> tuple:
+def _demo_case(
+    engine: Engine, config: HubConfig, material: DemoMaterial, case_id: int | None, index
+) -> tuple:
     """Trace the sample F0 as a health official would: open a case once their check-in has reached the
-    hub, then look again on each call (later check-ins), F2 as the job does. Returns (case id, line to
-    print or None when nothing changed)."""
+    hub, then look again on each call (later check-ins), F2 as the job does, both over ``index`` (the
+    in-memory visit index, kept current between calls as the web keeps its own). Returns (case id, line
+    to print or None when nothing changed)."""
     from sqlalchemy import select
 
     from hub.cases import open_case, refresh_case, resolve_subject, run_f2
     from hub.db import writing
     from hub.db.schema import cases, visits
     from hub.identity import HubIdentity
-    from hub.tracing import VisitIndex
+    from hub.venue_flags import flagged_venues
 
     identity = HubIdentity(engine).load()
     now = dt.datetime.now(dt.UTC)
     rules = config.tracing
+    index.refresh()
     if case_id is None:
         with writing(engine).begin() as conn:
             subject = resolve_subject(conn, identity, pass_id=material.pass_ids[DEMO_CASE_LABEL], now=now)
@@ -397,24 +401,26 @@ def _demo_case(engine: Engine, config: HubConfig, material: DemoMaterial, case_i
             case_id = open_case(
                 engine, identity, subject, onset_date=None, test_date=now.date(), rules=rules,
                 actor="demo", role="health_official", note="demo: the sample person with a positive test",
-                now=now,
+                now=now, index=index,
             )  # fmt: skip
     with engine.connect() as conn:
         before = tuple(
             conn.execute(select(cases.c.f1_count, cases.c.f2_count).where(cases.c.id == case_id)).one()
         )
-    refresh_case(engine, case_id, rules, actor="demo", role="health_official", now=now)
-    horizon = int(now.timestamp()) - (rules.lookback_days + rules.f2_window_days) * 86400
-    run_f2(engine, case_id, VisitIndex(engine, horizon_s=lambda: horizon), rules)
+    refresh_case(engine, case_id, rules, actor="demo", role="health_official", now=now, index=index)
+    run_f2(engine, case_id, index, rules)
     with engine.connect() as conn:
         after = tuple(
             conn.execute(select(cases.c.f1_count, cases.c.f2_count).where(cases.c.id == case_id)).one()
         )
+        flagged = flagged_venues(conn, now=now, rules=rules)
     if after == before and before != (0, 0):
         return case_id, None
+    places = ", ".join(f.name or f.venue_id for f in flagged) or "none yet"
     return case_id, (
-        f"case {case_id} for {DEMO_CASE_LABEL} (F0): {after[0]} F1, {after[1]} F2; their passes turn "
-        f"{rules.f1_colour}/{rules.f2_colour} on the kiosk through the status list"
+        f"case {case_id} for {DEMO_CASE_LABEL} (F0): {after[0]} F1, {after[1]} F2 (visit index of "
+        f"{index.size} presences); their passes turn {rules.f1_colour}/{rules.f2_colour} on the kiosk "
+        f"through the status list; flagged on the safety map: {places}"
     )
 
 
@@ -638,6 +644,10 @@ def main(
         )
         started = time.monotonic()
         case_id: int | None = None
+        from hub.tracing import VisitIndex
+
+        horizon_days = hub_config.tracing.lookback_days + hub_config.tracing.f2_window_days + 1
+        index = VisitIndex(engine, horizon_s=lambda: int(time.time()) - horizon_days * 86400)
         next_report = started + 5  # the first report once the kiosk had time to sync
         while not stop.is_set():
             stack.check()
@@ -647,7 +657,7 @@ def main(
             for line in scans.new_lines():
                 click.echo(f"   kiosk: {line}")
             if now >= next_report:
-                case_id, case_line = _demo_case(engine, hub_config, material, case_id)
+                case_id, case_line = _demo_case(engine, hub_config, material, case_id, index)
                 if case_line is not None:
                     click.echo(f"==> tracing: {case_line}\n   case page: {base}/admin/cases/{case_id}")
             if now >= next_report:

@@ -74,9 +74,14 @@ def test_the_secured_demo_enrols_syncs_refuses_strangers_and_continues(tmp_path)
         wait_for(lambda: _stored_seqs(root), timeout_s=60, what="kiosk events at the hub")
         # A green verdict needs the trust list, which the bridge's list publisher (its own identity) sent.
         wait_for(lambda: "kiosk: green" in out.read_text(), timeout_s=60, what="a green verdict")
+        # The sample pass the hub listed yellow (an F1) shows yellow: the status shards reached the kiosk.
+        wait_for(lambda: "kiosk: yellow (flagged)" in out.read_text(), timeout_s=60, what="a flagged verdict")
         # The sample F0's check-in reached the hub: the demo opens a case and finds the other visitors.
         # The case is looked at again as check-ins arrive, as an official would press "look again".
         wait_for(lambda: _demo_f1(out) >= 1, timeout_s=90, what="an F1 in the demo case")
+        case_lines = [x for x in out.read_text().splitlines() if x.startswith("==> tracing: case")]
+        # Where the F0 was is flagged for the safety map (a venue, not "none yet").
+        assert "flagged on the safety map: none yet" not in case_lines[-1], case_lines
 
         hub = tomllib.loads((root / "hub.toml").read_text())
         port = hub["mqtt"]["port"]
