@@ -497,8 +497,9 @@ class VisitIndex:
                 return
             changed = conn.execute(
                 select(*_COLUMNS)
+                # No ORDER BY: ordered by id, SQLite after ANALYZE walks the whole table in id order
+                # rather than search ix_visits_rev and sort (1.3 s against milliseconds at 10M).
                 .where(and_(visits.c.rev > self.rev, visits.c.depart_s >= horizon))
-                .order_by(visits.c.id)
             ).all()
             self._apply(changed, horizon)
             self.rev = current
