@@ -21,10 +21,9 @@ from hub.config import PassSettings
 from hub.db import dialect_insert, from_db_time, to_db_time
 from hub.db.schema import pass_status, passes
 from hub.keys import STATUS, KeyRing, bump_list_version, list_version
-from protocol.healthpass import Colour, PassClaims, PassKind, StatusList, encode_pass
+from protocol.healthpass import CROCKFORD, Colour, PassClaims, PassKind, StatusList, encode_pass
 
-#: Crockford's base32: digits and letters without I, L, O, U (nothing to mistake for 1, 0 or a word).
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: Characters of a canonical pass id, drawn from CROCKFORD (defined with the pass codec in protocol/).
 PASS_ID_CHARS = 10
 _GROUP = 5
 _READ_AS = str.maketrans({"I": "1", "L": "1", "O": "0"})

@@ -141,7 +141,7 @@ class Sync:
             return
         subscriptions = [(self._ack_topic, 1)]
         if self._downlink is not None:
-            subscriptions += [(topics.BROADCAST_TRUST, 1), (topics.BROADCAST_STATUS, 1)]
+            subscriptions += [(topics.BROADCAST_TRUST, 1), (topics.BROADCAST_STATUS_SHARDS, 1)]
         client.subscribe(subscriptions)
         self._queue.put(("connected", flags.session_present))
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from kiosk.scanner.payloads import CccdCard, HealthPassPayload, Unrecognised, classify, seal_identity
-from protocol.healthpass import PassError, Reason, StatusList, TrustList, verify_pass
+from protocol.healthpass import PassError, Reason, StatusList, StatusShards, TrustList, verify_pass
 from protocol.messages import EventKind
 
 Colour = Literal["green", "yellow", "red"]
@@ -96,7 +96,7 @@ def judge(
     raw: bytes,
     *,
     trust: TrustList | None,
-    status: StatusList | None,
+    status: StatusList | StatusShards | None,
     hub_public_key: bytes | None,
     direction: Direction,
     now: datetime,

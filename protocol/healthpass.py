@@ -32,8 +32,11 @@ lookup, never a loop over keys) -> signature -> claims -> key validity window (a
 ``iat`` / ``exp`` against ``now`` -> status list. Every failure is a :class:`PassError` whose ``reason``
 the kiosk maps to a verdict text.
 
-The trust list and the status list travel as the retained MQTT messages ``antoan/v1/broadcast/trust``
-and ``antoan/v1/broadcast/status`` (JSON, see :meth:`TrustList.to_json` and :meth:`StatusList.to_json`).
+The trust list travels as the retained MQTT message ``antoan/v1/broadcast/trust`` and the status list
+as 32 retained shards ``antoan/v1/broadcast/status/<c>``, one per first character ``c`` of the pass id
+(JSON, see :meth:`TrustList.to_json` and :meth:`StatusList.to_json`). One message would pass the broker's
+1 MiB limit at about 47,000 entries, and a large F2 flags several times that; a kiosk puts the shards
+back together in a :class:`StatusShards`.
 """
 
 from __future__ import annotations
@@ -66,6 +69,10 @@ MAX_COSE_BYTES = 16 * 1024
 MAX_LIST_JSON_BYTES = 16 * 1024 * 1024
 #: Length of a key id.
 KID_BYTES = 8
+#: Crockford's base32, digits and letters without I, L, O, U (nothing to mistake for 1, 0 or a word):
+#: the alphabet of canonical pass ids (the ``sub`` claim). The hub draws them at random, so their first
+#: character also spreads the status list evenly over its 32 shards.
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 #: The QR alphanumeric set, in Base45 value order (RFC 9285, table 1).
 BASE45_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
@@ -551,24 +558,55 @@ def _trusted_key_from_json(entry: Mapping[str, Any], where: str) -> TrustedKey:
 class StatusList:
     """Passes whose colour changed after issue (e.g. a new F1), by pass id.
 
-    Published by the hub as the retained message ``antoan/v1/broadcast/status``.
+    The hub builds the whole list (also served over HTTP) and publishes :meth:`shards`, each as the
+    retained message ``antoan/v1/broadcast/status/<shard>``. A shard holds only pass ids starting with
+    its symbol, so a kiosk knows which shard answers for a pass.
     """
 
-    __slots__ = ("colours", "issued_at", "version")
+    __slots__ = ("colours", "issued_at", "shard", "version")
 
-    def __init__(self, version: int, issued_at: datetime, colours: Mapping[str, Colour | str] | None = None):
+    def __init__(
+        self,
+        version: int,
+        issued_at: datetime,
+        colours: Mapping[str, Colour | str] | None = None,
+        *,
+        shard: str | None = None,
+    ):
         if type(version) is not int or version < 0:
             raise ValueError(f"version must be a non-negative integer, got {version!r}")
+        if shard is not None and (not isinstance(shard, str) or len(shard) != 1 or shard not in CROCKFORD):
+            raise ValueError(f"shard must be one Crockford base32 symbol, got {shard!r:.40}")
         self.version = version
         self.issued_at = _utc(issued_at, "issued_at")
+        self.shard = shard
         self.colours: dict[str, Colour] = {}
         for pass_id, colour in (colours or {}).items():
             _check_text(pass_id, "pass id", _MAX_ID_CHARS)
+            if shard is not None and pass_id[0] != shard:
+                raise ValueError(f"pass id {pass_id!r:.40} does not belong in shard {shard!r}")
             self.colours[pass_id] = _enum(Colour, colour, f"colour of pass {pass_id!r}")
 
     def colour_for(self, pass_id: str) -> Colour | None:
         """The listed colour of a pass, or None when its colour has not changed since issue."""
         return self.colours.get(pass_id)
+
+    def shards(self) -> list[StatusList]:
+        """The 32 shards in :data:`CROCKFORD` order, with this list's version and issue time.
+
+        Empty shards are included: a shard whose last entry was removed must be republished empty, or
+        the broker would keep handing out its old retained entries. Raises ValueError for a pass id that
+        starts with no Crockford symbol (the hub only lists canonical ids).
+        """
+        if self.shard is not None:
+            raise ValueError(f"shard {self.shard!r} is already one shard of the status list")
+        split: dict[str, dict[str, Colour]] = {symbol: {} for symbol in CROCKFORD}
+        for pass_id, colour in self.colours.items():
+            bucket = split.get(pass_id[0])
+            if bucket is None:
+                raise ValueError(f"pass id {pass_id!r:.40} is not canonical: it belongs in no shard")
+            bucket[pass_id] = colour
+        return [StatusList(self.version, self.issued_at, split[s], shard=s) for s in CROCKFORD]
 
     def __len__(self) -> int:
         return len(self.colours)
@@ -576,21 +614,28 @@ class StatusList:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StatusList):
             return NotImplemented
-        return (self.version, self.issued_at, self.colours) == (other.version, other.issued_at, other.colours)
+        return (self.version, self.issued_at, self.shard, self.colours) == (
+            other.version,
+            other.issued_at,
+            other.shard,
+            other.colours,
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"StatusList(version={self.version}, issued_at={_iso(self.issued_at)}, {len(self)} passes)"
+        where = "" if self.shard is None else f"shard={self.shard}, "
+        return (
+            f"StatusList({where}version={self.version}, issued_at={_iso(self.issued_at)}, {len(self)} passes)"
+        )
 
     def to_json(self) -> bytes:
-        """JSON: ``{"v":1,"version":n,"issued_at":iso,"colours":{pass_id: colour}}``."""
-        doc = {
-            "v": 1,
-            "version": self.version,
-            "issued_at": _iso(self.issued_at),
-            "colours": {pid: c.value for pid, c in self.colours.items()},
-        }
+        """JSON: ``{"v":1,"version":n,"issued_at":iso,"colours":{pass_id: colour}}``, plus ``"shard":c``
+        for a shard."""
+        doc: dict[str, Any] = {"v": 1, "version": self.version, "issued_at": _iso(self.issued_at)}
+        if self.shard is not None:
+            doc["shard"] = self.shard
+        doc["colours"] = {pid: c.value for pid, c in self.colours.items()}
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
@@ -600,11 +645,78 @@ class StatusList:
         obj = _load_json_object(data, what)
         version = _json_version(obj, what)
         issued_at = _json_time(obj, "issued_at", what)
+        shard = _json_field(obj, "shard", str, what) if "shard" in obj else None
         colours = _json_field(obj, "colours", dict, what)
         try:
-            return cls(version, issued_at, colours)
+            return cls(version, issued_at, colours, shard=shard)
         except ValueError as exc:
             raise _list_error(what, str(exc)) from None
+
+
+class StatusShards:
+    """The status list as a kiosk holds it: the newest shard received for each symbol.
+
+    Offers what verification and the kiosk state read from a :class:`StatusList`. Shards arrive one by
+    one and in any order, so until all 32 are here (:attr:`complete`) a pass of a missing shard simply
+    has no listed colour. Reads are safe from any thread: :meth:`add` swaps in a new mapping rather than
+    changing the one a reader may be iterating.
+    """
+
+    __slots__ = ("_by_symbol",)
+
+    def __init__(self, shards: Iterable[StatusList] = ()):
+        self._by_symbol: dict[str, StatusList] = {}
+        for shard in shards:
+            self.add(shard)
+
+    def add(self, shard: StatusList) -> bool:
+        """Keep this shard unless the one held for its symbol is newer; True when it was kept."""
+        if shard.shard is None:
+            raise ValueError("a whole status list is not a shard: split it with StatusList.shards()")
+        held = self._by_symbol.get(shard.shard)
+        if held is not None and shard.version < held.version:
+            return False
+        self._by_symbol = {**self._by_symbol, shard.shard: shard}
+        return True
+
+    def get(self, symbol: str) -> StatusList | None:
+        """The shard held for a symbol, or None."""
+        return self._by_symbol.get(symbol)
+
+    def colour_for(self, pass_id: str) -> Colour | None:
+        """The listed colour of a pass from its shard; None when unlisted or the shard is not here yet."""
+        shard = self._by_symbol.get(pass_id[:1])
+        return shard.colour_for(pass_id) if shard is not None else None
+
+    @property
+    def held(self) -> int:
+        """How many of the 32 shards are here."""
+        return len(self._by_symbol)
+
+    @property
+    def complete(self) -> bool:
+        """True once a shard for every symbol is here."""
+        return len(self._by_symbol) == len(CROCKFORD)
+
+    @property
+    def version(self) -> int | None:
+        """The lowest version held (the list is at least this new everywhere it is held); None if empty."""
+        shards = self._by_symbol.values()
+        return min(s.version for s in shards) if shards else None
+
+    @property
+    def issued_at(self) -> datetime | None:
+        """The issue time of the oldest shard held (what the list's age counts from); None if empty."""
+        shards = self._by_symbol.values()
+        return min(s.issued_at for s in shards) if shards else None
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._by_symbol.values())
+
+    def __repr__(self) -> str:
+        return (
+            f"StatusShards({self.held}/{len(CROCKFORD)} shards, version={self.version}, {len(self)} passes)"
+        )
 
 
 # --------------------------------------------------------------------------------------------- Base45
@@ -927,7 +1039,7 @@ def verify_pass(
     text: str | bytes,
     *,
     trust: TrustList,
-    status: StatusList | None = None,
+    status: StatusList | StatusShards | None = None,
     now: datetime,
     clock_skew: timedelta = timedelta(minutes=5),
 ) -> Verification:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from protocol.healthpass import CROCKFORD
+
 PREFIX = "antoan/v1"
 
 #: Kiosk ids appear inside topics and as MQTT client ids / certificate CNs, so they must not contain
@@ -14,8 +16,16 @@ _KIOSK_ID_RE = re.compile(KIOSK_ID_PATTERN)
 
 KIOSK_CHANNELS = ("events", "ack", "state", "config")
 
+#: The broker's ``message_size_limit``: the largest payload it accepts (a larger publish is dropped).
+MAX_MESSAGE_BYTES = 1_048_576
+
 BROADCAST_TRUST = f"{PREFIX}/broadcast/trust"
-BROADCAST_STATUS = f"{PREFIX}/broadcast/status"
+#: The status list is split by the first character of the pass id into one retained topic per symbol,
+#: so each message stays far below :data:`MAX_MESSAGE_BYTES` (one message would pass it at ~47,000 ids).
+STATUS_SHARDS = CROCKFORD
+_BROADCAST_STATUS = f"{PREFIX}/broadcast/status"
+#: What a kiosk subscribes to for every status-list shard.
+BROADCAST_STATUS_SHARDS = f"{_BROADCAST_STATUS}/+"
 
 EVENTS_ALL = f"{PREFIX}/kiosk/+/events"
 STATE_ALL = f"{PREFIX}/kiosk/+/state"
@@ -53,6 +63,21 @@ def state(kiosk_id: str) -> str:
 def config(kiosk_id: str) -> str:
     """Hub -> kiosk: retained venue and kiosk settings (QoS 1)."""
     return _kiosk(kiosk_id, "config")
+
+
+def status_shard(symbol: str) -> str:
+    """Hub -> all kiosks: the retained status-list shard of pass ids starting with ``symbol`` (QoS 1)."""
+    if len(symbol) != 1 or symbol not in STATUS_SHARDS:
+        raise TopicError(f"status-list shard {symbol!r:.20} is not a Crockford base32 symbol")
+    return f"{_BROADCAST_STATUS}/{symbol}"
+
+
+def parse_status_shard(topic: str) -> str | None:
+    """The shard symbol of a status-list shard topic, or None for any other topic."""
+    head, _, symbol = topic.rpartition("/")
+    if head != _BROADCAST_STATUS or len(symbol) != 1 or symbol not in STATUS_SHARDS:
+        return None
+    return symbol
 
 
 def shared(topic_filter: str, group: str) -> str:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol import topics
 from provisioning.acl import render_acl
 from provisioning.pki import (
     DEFAULT_SERVICES,
@@ -68,7 +69,7 @@ def _persistence_and_log_lines(data_dir: Path) -> list[str]:
         # The bridge's persistent session queues kiosk batches while it is down.
         "max_queued_messages 100000",
         "max_inflight_messages 100",
-        "message_size_limit 1048576",
+        f"message_size_limit {topics.MAX_MESSAGE_BYTES}",
         "log_dest stderr",
         "log_type error",
         "log_type warning",

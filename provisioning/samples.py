@@ -23,7 +23,7 @@ from hub.db import make_engine, migrate
 from hub.db.schema import declarations
 from hub.keys import CLOCK_MARGIN, KeyRing
 from hub.passes import issue_pass, new_pass_id, set_status, status_list
-from protocol.healthpass import Colour, PassClaims, PassKind, SigningKey, encode_pass
+from protocol.healthpass import Colour, PassClaims, PassKind, SigningKey, StatusList, encode_pass
 
 FRAME_SIZE = (1280, 720)
 
@@ -32,7 +32,7 @@ FRAME_SIZE = (1280, 720)
 class DemoMaterial:
     frames: Path
     trust_json: bytes  # the hub's lists when the material was made (for kiosks started offline)
-    status_json: bytes
+    status_json: bytes  # the whole status list, as the hub's HTTP API serves it
     hub_public_key_b64: str
     expected: list[tuple[str, str]]  # (label, expected colour) in frame order
     pass_ids: dict[str, str]  # label -> pass id of the samples the hub issued
@@ -280,4 +280,5 @@ def cache_lists(folder: Path, material: DemoMaterial) -> None:
 
     lists = DownlinkLists(folder)
     lists.handle(topics.BROADCAST_TRUST, material.trust_json)
-    lists.handle(topics.BROADCAST_STATUS, material.status_json)
+    for shard in StatusList.from_json(material.status_json).shards():
+        lists.handle(topics.status_shard(shard.shard), shard.to_json())

@@ -2,7 +2,10 @@
 
 The bridge process runs one :class:`ListPublisher`. It polls the ``list_versions`` table (one small
 query) every few seconds and publishes a list whose version moved, retained at QoS 1 on the broadcast
-topics, so a kiosk that connects later gets the current lists from the broker. On every (re)connect it
+topics, so a kiosk that connects later gets the current lists from the broker. The status list goes out
+as its 32 shards (``antoan/v1/broadcast/status/<c>``), because one message would pass the broker's
+``message_size_limit`` for a large case's F2 and the broker would drop it while the publish call still
+succeeded; a shard over the limit is not sent and is logged as an error. On every (re)connect it
 publishes both lists again, so a broker that lost its retained store, or a publish cut short by a
 disconnect, is put right. Database and MQTT work happen on the publisher's own thread; paho's
 callbacks only set flags.
@@ -28,8 +31,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two looks at ``list_versions`` (a bridge setting once hub/config.py has one).
 POLL_INTERVAL_S = 2.0
-
-_TOPICS = {TRUST: topics.BROADCAST_TRUST, STATUS: topics.BROADCAST_STATUS}
 
 
 def _utc_now() -> datetime:
@@ -158,17 +159,48 @@ class ListPublisher:
         for name in due:
             if name == TRUST:
                 listed = self._keyring.trust_list(now)
+                messages = [(topics.BROADCAST_TRUST, listed.to_json(), len(listed))]
             else:
                 with self._engine.connect() as conn:
                     listed = status_list(conn, now)
-            info = self._client.publish(_TOPICS[name], listed.to_json(), qos=1, retain=True)
+                messages = [
+                    (topics.status_shard(shard.shard), shard.to_json(), len(shard))
+                    for shard in listed.shards()
+                ]
+            if self._send(name, listed.version, messages):
+                self.published[name] = listed.version
+                done.append(name)
+                log.info("%s list v%d published (%d entries)", name, listed.version, len(listed))
+        return done
+
+    def _send(self, name: str, version: int, messages: list[tuple[str, bytes, int]]) -> bool:
+        """Publish each (topic, payload, entries) retained; False when one could not be handed to the client.
+
+        A message over the broker's limit is skipped with an error rather than sent to be dropped: sending
+        it again would not help, and the other messages (shards) still reach the kiosks.
+        """
+        sent_all = True
+        for topic, payload, entries in messages:
+            if len(payload) > topics.MAX_MESSAGE_BYTES:
+                log.error(
+                    "%s list v%d: %s not sent: %d bytes (%d entries) over the broker's limit of %d bytes",
+                    name,
+                    version,
+                    topic,
+                    len(payload),
+                    entries,
+                    topics.MAX_MESSAGE_BYTES,
+                )
+                continue
+            info = self._client.publish(topic, payload, qos=1, retain=True)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 log.warning(
-                    "%s list v%d not sent (%s); will retry", name, listed.version, mqtt.error_string(info.rc)
+                    "%s list v%d: %s not sent (%s); will retry",
+                    name,
+                    version,
+                    topic,
+                    mqtt.error_string(info.rc),
                 )
                 self._republish.set()
-                continue
-            self.published[name] = listed.version
-            done.append(name)
-            log.info("%s list v%d published (%d entries)", name, listed.version, len(listed))
-        return done
+                sent_all = False
+        return sent_all

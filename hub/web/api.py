@@ -127,7 +127,10 @@ class TrustListDoc(BaseModel):
 
 
 class StatusListDoc(BaseModel):
-    """The status list exactly as the retained MQTT message ``antoan/v1/broadcast/status`` carries it."""
+    """The whole status list: the union of the 32 retained MQTT shards ``antoan/v1/broadcast/status/<c>``.
+
+    Same JSON as a shard but without ``shard`` and with every entry (HTTP has no message size limit).
+    """
 
     v: Literal[1]
     version: int = Field(ge=0)
@@ -429,13 +432,13 @@ def trust_list():
 @operation(
     summary="Pass status list",
     responses={
-        200: ("Passes whose colour changed after issue (the retained MQTT message's JSON).", StatusListDoc)
+        200: ("Passes whose colour changed after issue (all MQTT shards in one document).", StatusListDoc)
     },
     tags=["passes"],
 )
 @token_required()
 def status_list():
-    """Unexpired passes whose colour changed after issue, with the version (the MQTT message's JSON)."""
+    """Unexpired passes whose colour changed after issue, with the version (the union of the MQTT shards)."""
     with hub_web().engine.connect() as conn:
         listed = pass_store.status_list(conn, _now())
     return _raw_json(listed.to_json())

@@ -1,7 +1,9 @@
-"""The bridge publishes the hub's trust and status lists, retained, and republishes them when they change."""
+"""The bridge publishes the hub's trust list and status-list shards, retained, and republishes them when they
+change; a shard over the broker's limit is not sent."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime
 
@@ -9,12 +11,12 @@ import pytest
 
 from hub.broker_bridge.downlink import ListPublisher
 from hub.config import PassSettings
-from hub.keys import KeyRing
+from hub.keys import STATUS, KeyRing, list_versions_now
 from hub.passes import issue_pass, set_status
 from kiosk.lists import DownlinkLists
 from kiosk.verdict import judge
 from protocol import topics
-from protocol.healthpass import StatusList, TrustList
+from protocol.healthpass import CROCKFORD, StatusList, StatusShards, TrustList
 from protocol.settings import MqttSettings, mqtt_client
 from tests.helpers import Child, wait_for, write_toml
 from tests.integration.harness import start_kiosk
@@ -37,7 +39,7 @@ class Listener:
         self._client.loop_start()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
-        client.subscribe([(topics.BROADCAST_TRUST, 1), (topics.BROADCAST_STATUS, 1)])
+        client.subscribe([(topics.BROADCAST_TRUST, 1), (topics.BROADCAST_STATUS_SHARDS, 1)])
 
     def _on_message(self, client, userdata, message):
         with self._lock:
@@ -47,6 +49,17 @@ class Listener:
         with self._lock:
             found = [(payload, retain) for t, payload, retain in self.messages if t == topic]
         return found[-1] if found else None
+
+    def shards(self, version: int | None = None) -> dict[str, tuple[bytes, bool]] | None:
+        """The latest message of each of the 32 status shards, once all have one (at ``version`` if given)."""
+        latest = {c: self.latest(topics.status_shard(c)) for c in CROCKFORD}
+        if any(m is None for m in latest.values()):
+            return None
+        if version is not None and any(
+            StatusList.from_json(m[0]).version != version for m in latest.values()
+        ):
+            return None
+        return latest
 
     def stop(self) -> None:
         self._client.disconnect()
@@ -94,18 +107,20 @@ def test_the_bridge_publishes_retained_lists_for_late_kiosks_and_follows_status_
         keyring = KeyRing(hub_engine, SETTINGS)
         (key,) = keyring.list_keys()  # the bridge made the hub's first key at start-up
 
-        # A kiosk that connects after the publication gets both lists from the broker.
+        # A kiosk that connects after the publication gets the trust list and all 32 shards from the broker.
         late = Listener(mqtt_settings, "kiosk-late")
         listeners.append(late)
         trust_msg = wait_for(lambda: late.latest(topics.BROADCAST_TRUST), what="the retained trust list")
-        status_msg = wait_for(lambda: late.latest(topics.BROADCAST_STATUS), what="the retained status list")
-        assert trust_msg[1] and status_msg[1], "both lists must arrive as retained messages"
+        first = wait_for(lambda: late.shards(), what="the 32 retained status shards")
+        assert trust_msg[1] and all(retained for _, retained in first.values()), "lists must come retained"
         trust = TrustList.from_json(trust_msg[0])
         assert list(trust.keys) == [bytes.fromhex(key.kid)] and trust.version == 1
-        assert StatusList.from_json(status_msg[0]).version == 0
+        assert {StatusList.from_json(payload).version for payload, _ in first.values()} == {0}
         lists = DownlinkLists(tmp_path / "kiosk-lists")
         assert lists.handle(topics.BROADCAST_TRUST, trust_msg[0])
-        assert lists.handle(topics.BROADCAST_STATUS, status_msg[0])
+        for symbol, (payload, _) in first.items():
+            assert lists.handle(topics.status_shard(symbol), payload)
+        assert lists.status.complete and lists.status.version == 0
 
         issued = _issue(hub_engine, keyring, "Phạm Minh Khôi")
         now = datetime.now(UTC)
@@ -121,15 +136,18 @@ def test_the_bridge_publishes_retained_lists_for_late_kiosks_and_follows_status_
 
         with hub_engine.begin() as conn:
             set_status(conn, issued.pass_id, "red", "case confirmed", now)
+        with hub_engine.connect() as conn:
+            version = list_versions_now(conn)[STATUS]
+        assert version >= 1
 
-        def flagged():
-            latest = late.latest(topics.BROADCAST_STATUS)
-            status = StatusList.from_json(latest[0])
-            return status if status.colour_for(issued.pass_id) is not None else None
-
-        status = wait_for(flagged, what="a new status list after set_status")
-        assert status.version >= 1
-        assert lists.handle(topics.BROADCAST_STATUS, late.latest(topics.BROADCAST_STATUS)[0])
+        # The version moved: all 32 shards are published again, and the pass is in its own shard only.
+        moved = wait_for(lambda: late.shards(version), what=f"32 status shards at version {version}")
+        listed = {c: StatusList.from_json(payload) for c, (payload, _) in moved.items()}
+        assert {c for c, shard in listed.items() if len(shard)} == {issued.pass_id[0]}
+        assert listed[issued.pass_id[0]].colour_for(issued.pass_id) == "red"
+        for symbol, (payload, _) in moved.items():
+            assert lists.handle(topics.status_shard(symbol), payload)
+        assert lists.status.version == version
         verdict = judge(
             issued.qr_text.encode(),
             trust=lists.trust,
@@ -140,13 +158,13 @@ def test_the_bridge_publishes_retained_lists_for_late_kiosks_and_follows_status_
         )
         assert (verdict.colour, verdict.code) == ("red", "flagged")
 
-        # And the broker now keeps the new list for the next kiosk.
+        # And the broker now keeps the new shards, retained, for the next kiosk.
         later = Listener(mqtt_settings, "kiosk-later")
         listeners.append(later)
-        payload, retained = wait_for(
-            lambda: later.latest(topics.BROADCAST_STATUS), what="the new retained list"
-        )
-        assert retained and StatusList.from_json(payload).colour_for(issued.pass_id) == "red"
+        kept = wait_for(lambda: later.shards(version), what="the new retained shards")
+        assert all(retained for _, retained in kept.values())
+        held = StatusShards(StatusList.from_json(payload) for payload, _ in kept.values())
+        assert held.complete and held.colour_for(issued.pass_id) == "red"
     finally:
         for listener in listeners:
             listener.stop()
@@ -167,7 +185,7 @@ def test_a_kiosk_app_follows_a_key_rotation_through_the_publisher(tmp_path, mqtt
     try:
         wait_for(lambda: publisher.published.get("trust") == 1, what="the first trust list")
         kiosk = start_kiosk(tmp_path, mqtt_settings)
-        wait_for(lambda: kiosk.lists.trust is not None and kiosk.lists.status is not None, what="the lists")
+        wait_for(lambda: kiosk.lists.trust is not None and kiosk.lists.status.complete, what="the lists")
         before = _issue(hub_engine, keyring, "Nguyễn Thị Ánh")
         assert kiosk.handle_scan(before.qr_text.encode()).colour == "green"
 
@@ -180,4 +198,54 @@ def test_a_kiosk_app_follows_a_key_rotation_through_the_publisher(tmp_path, mqtt
     finally:
         if kiosk is not None:
             kiosk.stop()
+        publisher.stop()
+
+
+def test_a_shard_over_the_brokers_limit_is_not_sent_and_the_others_are(
+    tmp_path, mqtt_settings, hub_engine, monkeypatch, caplog
+):
+    now = datetime.now(UTC)
+    keyring = KeyRing(hub_engine, SETTINGS)
+    publisher = ListPublisher(
+        engine=hub_engine,
+        keyring=keyring,
+        mqtt_settings=mqtt_settings,
+        client_id="bridge-lists-limit",
+        poll_interval_s=0.2,
+        clock=lambda: now,  # a fixed issue time, so the shards' sizes are known in advance
+    )
+    publisher.start()
+    listener = None
+    try:
+        wait_for(lambda: publisher.published.get("status") == 0, what="the first status list")
+        issued = _issue(hub_engine, keyring, "Lê Thị Hồng")
+        symbol = issued.pass_id[0]
+        # Room for an empty shard (even at a 3-digit version) but not for one entry (18 bytes more).
+        monkeypatch.setattr(topics, "MAX_MESSAGE_BYTES", len(StatusList(999, now, shard="0").to_json()))
+        caplog.set_level(logging.INFO, logger="hub.broker_bridge.downlink")
+        with hub_engine.begin() as conn:
+            set_status(conn, issued.pass_id, "yellow", "F1 of a case", now)
+        with hub_engine.connect() as conn:
+            version = list_versions_now(conn)[STATUS]
+
+        wait_for(lambda: publisher.published.get("status") == version, what=f"status list v{version}")
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1, errors
+        assert topics.status_shard(symbol) in errors[0] and "(1 entries)" in errors[0]
+
+        listener = Listener(mqtt_settings, "kiosk-limit")
+        shards = wait_for(
+            lambda: (
+                (found := listener.shards())
+                and sum(StatusList.from_json(p).version == version for p, _ in found.values()) == 31
+                and found
+            ),
+            what="31 shards at the new version",
+        )
+        # The oversized shard was never sent: the broker still holds its previous, empty version.
+        stale = StatusList.from_json(shards[symbol][0])
+        assert (stale.version, len(stale)) == (0, 0)
+    finally:
+        if listener is not None:
+            listener.stop()
         publisher.stop()

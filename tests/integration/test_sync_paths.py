@@ -137,15 +137,14 @@ def test_a_kiosk_that_connects_later_receives_the_retained_lists_and_reports_the
     hub.connect(lists_settings.host, lists_settings.port)
     hub.loop_start()
     hub.publish(topics.BROADCAST_TRUST, trust.to_json(), qos=1, retain=True).wait_for_publish(5)
-    hub.publish(topics.BROADCAST_STATUS, status.to_json(), qos=1, retain=True).wait_for_publish(5)
+    for shard in status.shards():
+        hub.publish(topics.status_shard(shard.shard), shard.to_json(), qos=1, retain=True).wait_for_publish(5)
     hub.loop_stop()
     hub.disconnect()
     bridge = start_bridge(hub_store, identities(BRIDGE_IDENTITY))
     kiosk = start_kiosk(tmp_path, identities("kiosk-001"))
     try:
-        wait_for(
-            lambda: kiosk.lists.trust is not None and kiosk.lists.status is not None, what="retained lists"
-        )
+        wait_for(lambda: kiosk.lists.trust is not None and kiosk.lists.status.complete, what="retained lists")
         assert (kiosk.lists.trust.version, kiosk.lists.status.version) == (4, 9)
 
         def reported():

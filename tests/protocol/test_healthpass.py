@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import tracemalloc
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -14,8 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protocol import topics
 from protocol.healthpass import (
     BASE45_ALPHABET,
+    CROCKFORD,
     MAX_TEXT_CHARS,
     PREFIX,
     Colour,
@@ -25,6 +28,7 @@ from protocol.healthpass import (
     Reason,
     SigningKey,
     StatusList,
+    StatusShards,
     TrustedKey,
     TrustList,
     Verification,
@@ -692,6 +696,136 @@ def test_malformed_status_list_is_refused(doc, needle):
         StatusList.from_json(json.dumps(doc).encode())
     assert info.value.reason is Reason.MALFORMED
     assert needle in info.value.detail
+
+
+# ------------------------------------------------------------------------------------------ status shards
+
+
+def _pass_ids(count: int, seed: int = 1) -> list[str]:
+    """Random canonical pass ids, as the hub draws them (10 Crockford symbols)."""
+    rng = random.Random(seed)
+    return ["".join(rng.choices(CROCKFORD, k=10)) for _ in range(count)]
+
+
+def _listed(count: int, version: int = 4) -> StatusList:
+    ids = _pass_ids(count)
+    return StatusList(
+        version, NOW, {pid: Colour.RED if i % 3 == 0 else Colour.YELLOW for i, pid in enumerate(ids)}
+    )
+
+
+def test_every_listed_pass_is_in_exactly_one_shard_and_the_shards_make_the_list():
+    status = _listed(2000)
+    shards = status.shards()
+    assert [s.shard for s in shards] == list(CROCKFORD)
+    assert all((s.version, s.issued_at) == (status.version, status.issued_at) for s in shards)
+    for shard in shards:
+        assert all(pid[0] == shard.shard for pid in shard.colours)
+    union: dict[str, Colour] = {}
+    for shard in shards:
+        assert union.keys().isdisjoint(shard.colours)
+        union.update(shard.colours)
+    assert union == status.colours
+
+
+def test_empty_shards_are_kept_so_a_removed_entry_is_republished_away():
+    shards = StatusList(7, NOW, {"A0000000000": Colour.RED}).shards()
+    assert len(shards) == 32 and [len(s) for s in shards if s.shard != "A"] == [0] * 31
+    assert StatusList(8, NOW).shards()[CROCKFORD.index("A")].colours == {}
+
+
+def test_a_shard_round_trips_through_json_with_its_symbol():
+    shard = _listed(500).shards()[CROCKFORD.index("K")]
+    doc = json.loads(shard.to_json())
+    assert doc["shard"] == "K" and len(doc["colours"]) == len(shard) > 0
+    assert StatusList.from_json(shard.to_json()) == shard
+    assert "shard" not in json.loads(_listed(5).to_json())  # the whole list has none
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"colours": {"B123456789": "red"}}, "does not belong in shard 'A'"),  # a foreign id
+        ({"shard": "I"}, "one Crockford base32 symbol"),  # I is read as 1, never in a canonical id
+        ({"shard": "a"}, "one Crockford base32 symbol"),
+        ({"shard": "AB"}, "one Crockford base32 symbol"),
+        ({"shard": ""}, "one Crockford base32 symbol"),
+        ({"shard": 7}, "'shard' must be str"),
+    ],
+)
+def test_a_tampered_shard_is_malformed(changes, needle):
+    doc = json.loads(StatusList(3, NOW, {"A123456789": "yellow"}, shard="A").to_json())
+    doc.update(changes)
+    with pytest.raises(PassError) as info:
+        StatusList.from_json(json.dumps(doc))
+    assert info.value.reason is Reason.MALFORMED
+    assert needle in info.value.detail
+
+
+def test_only_a_whole_list_of_canonical_ids_can_be_split():
+    with pytest.raises(ValueError, match="belongs in no shard"):
+        StatusList(1, NOW, {"p-1": "red"}).shards()
+    with pytest.raises(ValueError, match="already one shard"):
+        StatusList(1, NOW, shard="0").shards()
+
+
+def test_shards_held_answer_like_the_whole_list():
+    status = _listed(3000)
+    held = StatusShards(reversed(status.shards()))  # any order
+    assert held.complete and held.held == 32
+    assert (held.version, held.issued_at, len(held)) == (4, NOW, len(status))
+    for pid in list(status.colours)[:200] + _pass_ids(200, seed=2):
+        assert held.colour_for(pid) == status.colour_for(pid)
+    assert held.colour_for("") is None
+
+
+def test_shards_held_in_part_an_older_shard_ignored_and_the_oldest_counts():
+    old, new = _listed(1000, version=4), _listed(1000, version=5)
+    held = StatusShards()
+    assert (held.version, held.issued_at, len(held), held.complete) == (None, None, 0, False)
+    assert held.add(new.shards()[0])
+    assert not held.add(old.shards()[0])  # older than the one held
+    assert held.get("0") == new.shards()[0]
+    later = StatusList(5, NOW + DAY, new.shards()[1].colours, shard="1")
+    assert held.add(later)
+    assert (held.held, held.version, held.issued_at) == (2, 5, NOW)
+    assert held.add(old.shards()[2])  # a symbol not held yet takes any version
+    assert (held.version, held.complete) == (4, False)
+    missing = next(pid for pid in new.colours if pid[0] not in "012")
+    assert held.colour_for(missing) is None  # its shard has not arrived: no listed colour
+    with pytest.raises(ValueError, match="not a shard"):
+        held.add(new)
+
+
+def test_verification_reads_the_pass_shard():
+    key = signing_key()
+    pass_id = "R0000000AB"
+    text = encode_pass(claims(pass_id=pass_id, colour=Colour.GREEN), key)
+    listed = StatusList(3, NOW - DAY, {pass_id: Colour.YELLOW})
+    without_r = StatusShards(s for s in listed.shards() if s.shard != "R")
+    assert verify_pass(text, trust=trust_of(key), status=without_r, now=NOW).colour is Colour.GREEN
+    with_r = StatusShards(listed.shards())
+    result = verify_pass(text, trust=trust_of(key), status=with_r, now=NOW)
+    assert (result.colour, result.flagged) == (Colour.YELLOW, True)
+
+
+def test_shard_topics():
+    assert topics.status_shard("Q") == "antoan/v1/broadcast/status/Q"
+    assert topics.BROADCAST_STATUS_SHARDS == "antoan/v1/broadcast/status/+"
+    assert [topics.parse_status_shard(topics.status_shard(c)) for c in CROCKFORD] == list(CROCKFORD)
+    for topic in ("antoan/v1/broadcast/status", "antoan/v1/broadcast/status/U", "antoan/v1/broadcast/trust"):
+        assert topics.parse_status_shard(topic) is None
+    with pytest.raises(topics.TopicError):
+        topics.status_shard("O")
+
+
+def test_a_large_f2_fits_in_shards_but_not_in_one_message():
+    """250,000 flagged passes (a p95 F2): one message is over the broker's limit, every shard far under it."""
+    status = StatusList(9, NOW, dict.fromkeys(_pass_ids(250_000), Colour.YELLOW))
+    assert len(status.to_json()) > topics.MAX_MESSAGE_BYTES
+    sizes = [len(shard.to_json()) for shard in status.shards()]
+    assert max(sizes) < topics.MAX_MESSAGE_BYTES / 3
+    assert sum(len(s) for s in status.shards()) == 250_000
 
 
 # ------------------------------------------------------------------------------------------ key files
