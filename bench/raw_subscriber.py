@@ -1,8 +1,9 @@
 """Raw ingest reference: a plain paho subscriber that writes each events message straight to the database.
 
 Per message it parses the JSON (``json.loads``, no validation), runs one ``executemany`` of
-``INSERT … ON CONFLICT (kiosk_id, epoch, seq) DO NOTHING`` into the hub's ``events`` table,
-commits, and publishes the same application ack the bridge sends, so publishers behave identically.
+``INSERT … ON CONFLICT (kiosk_id, epoch, seq) DO NOTHING`` into the hub's ``events`` table (on
+PostgreSQL the key also holds kind and device_time), commits, and publishes the same application ack
+the bridge sends, so publishers behave identically.
 QoS 1 with paho's automatic ack (sent when the callback returns). SQLite gets the hub's pragmas
 (WAL, ``synchronous=FULL``). This is the floor of what any bridge must pay, not a design to copy: it
 does the database work on the network thread and trusts its input.
@@ -31,9 +32,11 @@ _SQLITE_INSERT = (
     "INSERT INTO events (kiosk_id, epoch, seq, uuid, kind, device_time, received_at, body) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kiosk_id, epoch, seq) DO NOTHING"
 )
+# The key of PostgreSQL's partitioned events table (hub/db/partitions.py) holds the partition keys too.
 _PG_INSERT = (
     "INSERT INTO events (kiosk_id, epoch, seq, uuid, kind, device_time, received_at, body) "
-    "VALUES (%s, %s, %s, %s, %s, %s::timestamptz, %s, %s::json) ON CONFLICT (kiosk_id, epoch, seq) DO NOTHING"
+    "VALUES (%s, %s, %s, %s, %s, %s::timestamptz, %s, %s::json) "
+    "ON CONFLICT (kiosk_id, epoch, seq, kind, device_time) DO NOTHING"
 )
 
 

@@ -23,7 +23,8 @@ Measured on each database (engines' answers are compared, and the run fails loud
 * Retention: :func:`hub.retention.purge` of a day of presence data past ``retention.presence_days``
   (at full speed, then the next day resting between batches as the bridge's schedule does) while a
   thread commits check-ins through :class:`hub.db.store.HubStore` in a loop; the ingest's commit
-  latencies while purging against the same loop alone.
+  latencies while purging against the same loop alone. On PostgreSQL the UTC days wholly past it are
+  dropped as partitions (the load makes a partition for every day of the data first).
 """
 
 from __future__ import annotations
@@ -352,8 +353,12 @@ _LOAD_INDEXES = {
     "visits": ("ix_visits_venue_span", "ix_visits_person_arrive", "ix_visits_rev"),
     "events": ("ix_events_kind_device_time",),
 }
-#: On PostgreSQL the unique constraints go too (re-added with the same names).
-_PG_LOAD_CONSTRAINTS = {"visits": ("uq_visits_kiosk_epoch_seq",), "events": ("uq_events_kiosk_epoch_seq",)}
+#: On PostgreSQL the unique constraints go too; hub.db.partitions.build_keys makes both again, on every
+#: partition under its own name first.
+_PG_LOAD_CONSTRAINTS = {
+    "visits": ("uq_visits_kiosk_id_epoch_seq_arrive_s",),
+    "events": ("uq_events_kiosk_id_epoch_seq_kind_device_time",),
+}
 _CHUNK = 200_000
 _VISIT_COLUMNS = (
     "id, venue_id, person_id, arrive_s, depart_s, arrive_scanned, depart_scanned, rev, kiosk_id, epoch, seq"
@@ -536,27 +541,19 @@ def load_sqlite(path: Path, ds: Dataset, *, with_events: bool) -> LoadReport:
 
 
 def load_postgresql(conninfo: str, ds: Dataset, *, with_events: bool) -> LoadReport:
-    """Bulk-load a migrated PostgreSQL database with COPY; indexes and unique constraints built after."""
+    """Bulk-load a migrated PostgreSQL database with COPY into the day partitions of the data (made
+    first); indexes and unique constraints built after."""
     import psycopg
 
     report = LoadReport()
+    _make_partitions(conninfo, ds)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("SET synchronous_commit = off")
-        conn.execute("SET maintenance_work_mem = '1GB'")
-        rebuild: list[tuple[str, str]] = []
         for names in _LOAD_INDEXES.values():
             for name in names:
-                (sql,) = conn.execute(
-                    "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (name,)
-                ).fetchone()
-                rebuild.append((name, sql))
                 conn.execute(f"DROP INDEX {name}")
         for table_name, names in _PG_LOAD_CONSTRAINTS.items():
             for name in names:
-                (definition,) = conn.execute(
-                    "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = %s", (name,)
-                ).fetchone()
-                rebuild.append((name, f"ALTER TABLE {table_name} ADD CONSTRAINT {name} {definition}"))
                 conn.execute(f"ALTER TABLE {table_name} DROP CONSTRAINT {name}")
         t0 = time.perf_counter()
         venue_rows, device_rows, stay_rows = _fixed_rows(ds, DAY0)
@@ -596,9 +593,7 @@ def load_postgresql(conninfo: str, ds: Dataset, *, with_events: bool) -> LoadRep
                 report.events = n
         report.insert_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        for name, sql in rebuild:
-            conn.execute(sql)
-            progress(f"postgresql: {name} built")
+        _build_keys(conninfo)
         report.index_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         # What autovacuum does after a load: statistics, and the visibility map for index-only scans.
@@ -608,6 +603,37 @@ def load_postgresql(conninfo: str, ds: Dataset, *, with_events: bool) -> LoadRep
             conn.execute("VACUUM ANALYZE events")
         report.analyze_s = time.perf_counter() - t0
     return report
+
+
+def _make_partitions(conninfo: str, ds: Dataset) -> None:
+    """Every day of the data gets its partitions, as a bridge running all along made them ahead."""
+    from hub.config import RetentionSettings
+    from hub.db import make_engine
+    from hub.db.partitions import ensure_partitions
+
+    engine = make_engine(conninfo)
+    try:
+        settings = RetentionSettings(presence_days=ds.shape.days)
+        for day in range(ds.shape.days + 1):
+            ensure_partitions(engine, datetime.fromtimestamp(ds.start_s + day * DAY, UTC), settings)
+    finally:
+        engine.dispose()
+
+
+def _build_keys(conninfo: str) -> None:
+    """The unique keys and indexes of visits and events, on each partition under its own name first."""
+    from hub.db import make_engine
+    from hub.db.partitions import EVENTS_KEYS, VISITS_KEYS, build_keys
+
+    engine = make_engine(conninfo)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '1GB'")
+            for keys in (VISITS_KEYS, EVENTS_KEYS):
+                build_keys(conn, keys)
+                progress(f"postgresql: {keys.table}: keys and indexes built")
+    finally:
+        engine.dispose()
 
 
 def _copy_text(rows: Iterator[tuple]) -> bytes:
@@ -1269,6 +1295,8 @@ def _purge_while_ingesting(engine, settings, now, ingest: _Ingest, batch_size, r
         "presence_cutoff": report.presence_cutoff.isoformat(),
         "due": {"visits": dry.visits, "presence_events": dry.presence_events},
         "removed": {"visits": report.visits, "presence_events": report.presence_events},
+        # PostgreSQL: day partitions dropped whole (their rows are counted in "removed").
+        "partitions_dropped": report.partitions,
         "due_visits_left": int(left),
         "purge_s": round(elapsed, 2),
         "purge_rows_per_s": round(rows / elapsed) if elapsed else None,
@@ -1276,7 +1304,11 @@ def _purge_while_ingesting(engine, settings, now, ingest: _Ingest, batch_size, r
         "commit_while_purging": during,
         "ratio_p99": round(during["p99_ms"] / alone["p99_ms"], 2) if alone["p99_ms"] else None,
         "ratio_max": round(during["max_ms"] / alone["max_ms"], 2) if alone["max_ms"] else None,
-        "ok": report.visits == dry.visits and report.presence_events == dry.presence_events and left == 0,
+        "ok": (
+            (report.visits, report.presence_events, report.partitions)
+            == (dry.visits, dry.presence_events, dry.partitions)
+            and left == 0
+        ),
     }
 
 
@@ -1572,6 +1604,7 @@ def render(doc: dict[str, Any]) -> str:
                 [
                     f"{db_kind}, {r['mode']}",
                     f"{r['removed']['visits']:,} + {r['removed']['presence_events']:,}",
+                    fmt(r["partitions_dropped"]),
                     fmt(r["purge_s"], 1),
                     fmt(r["purge_rows_per_s"]),
                     _pair(alone["p99_ms"], alone["max_ms"]),
@@ -1587,6 +1620,7 @@ def render(doc: dict[str, Any]) -> str:
                 [
                     "purge",
                     "visits + events",
+                    "days dropped",
                     "s",
                     "rows/s",
                     "commit alone p99/max",

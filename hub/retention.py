@@ -8,12 +8,16 @@ yellow or red) until it expires. Audit entries older than ``retention.audit_days
 
 Presence: visits that ended before ``now - retention.presence_days`` go, and check-in/check-out events
 scanned 12 hours (the longest stay) before that cutoff, so an event never goes while the visit it made
-or closed stays. Due visits are found venue by venue through the covering index
-``(venue_id, arrive_s, depart_s, person_id)`` (a venue's old visits sit together at the start of its
-range), due events through ``(kind, device_time)``, both outside the write transactions; each batch is
-then deleted by primary key in a transaction of its own that checks the cutoff again. The bridge's
-scheduled purge also rests after each of these batches as long as the batch took, so an ingest running
-beside it keeps most of the database and the CPUs.
+or closed stays. On PostgreSQL both are partitioned by UTC day (hub/db/partitions.py): the purge first
+makes the coming days' partitions, then drops every day that ended 12 hours before the cutoff (all of
+its visits ended before the cutoff, all of its scans are older than the events' cutoff), counting its
+rows first so the report stays exact. What is left due (the days at the cutoff, the default
+partitions, and all of it on SQLite) is deleted in batches: due visits are found venue by venue through
+the covering index ``(venue_id, arrive_s, depart_s, person_id)`` (a venue's old visits sit together at
+the start of its range), due events through ``(kind, device_time)``, both outside the write
+transactions; each batch is then deleted by primary key in a transaction of its own that checks the
+cutoff again. The bridge's scheduled purge also rests after each of these batches as long as the batch
+took, so an ingest running beside it keeps most of the database and the CPUs.
 
 Work is done in batches of ``batch_size`` rows, each in its own short transaction, so a large purge
 never holds the database's write lock for long; a callback hears about every batch. Removing status
@@ -30,10 +34,11 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, and_, delete, exists, func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from hub import audit
 from hub.config import RetentionSettings
-from hub.db import to_db_time
+from hub.db import partitions, to_db_time
 from hub.db.schema import audit_log, declarations, events, pass_status, passes, visits
 from hub.keys import STATUS, bump_list_version
 from hub.tracing_rules import MAX_STAY_S
@@ -60,6 +65,8 @@ class PurgeReport:
     audit_entries: int = 0
     visits: int = 0
     presence_events: int = 0
+    #: Day partitions dropped (PostgreSQL); their rows are counted in ``visits`` and ``presence_events``.
+    partitions: int = 0
     batches: int = 0
     status_version_bumped: bool = False
     dry_run: bool = False
@@ -77,7 +84,7 @@ class PurgeReport:
 
 
 #: Called after every batch with the counts so far and what the batch was ("declarations", "audit",
-#: "visits" or "presence_events").
+#: "visits" or "presence_events"; dropping a table's due day partitions is one batch of it).
 ProgressCallback = Callable[[str, PurgeReport], None]
 
 
@@ -191,6 +198,9 @@ def purge(
         if len(ids) < batch_size:
             break
 
+    if engine.dialect.name == "postgresql":
+        partitions.ensure_partitions(engine, now, settings)
+        report = _drop_due_partitions(engine, report, progress)
     pace = _Pace(rest)
     report = _purge_visits(engine, report, batch_size, progress, pace)
     report = _purge_presence_events(engine, report, batch_size, progress, pace)
@@ -231,6 +241,17 @@ _VENUES_WITH_VISITS = text(
     " WHERE v.venue_id IS NOT NULL"
     ") SELECT venue_id FROM v WHERE venue_id IS NOT NULL"
 )
+#: PostgreSQL: the same over the partitions that can hold due visits (the days at the cutoff and the
+#: default), where each seek would otherwise visit every day's partition. SQLite keeps the one above:
+#: this filter would make it step over each venue's newer visits one by one.
+_VENUES_WITH_VISITS_BEFORE = text(
+    "WITH RECURSIVE v(venue_id) AS ("
+    " SELECT min(venue_id) FROM visits WHERE arrive_s < :cutoff"
+    " UNION ALL"
+    " SELECT (SELECT min(venue_id) FROM visits WHERE venue_id > v.venue_id AND arrive_s < :cutoff) FROM v"
+    " WHERE v.venue_id IS NOT NULL"
+    ") SELECT venue_id FROM v WHERE venue_id IS NOT NULL"
+)
 
 
 class _Pace:
@@ -253,7 +274,10 @@ def _purge_visits(
 ) -> PurgeReport:
     cutoff_s = _cutoff_s(report)
     with engine.connect() as conn:
-        venue_ids = list(conn.execute(_VENUES_WITH_VISITS).scalars())
+        if engine.dialect.name == "postgresql":
+            venue_ids = list(conn.execute(_VENUES_WITH_VISITS_BEFORE, {"cutoff": cutoff_s}).scalars())
+        else:
+            venue_ids = list(conn.execute(_VENUES_WITH_VISITS).scalars())
     for start in range(0, len(venue_ids), VENUE_GROUP):
         group = venue_ids[start : start + VENUE_GROUP]
         # A read of the index only; the write transactions below stay short.
@@ -273,12 +297,44 @@ def _purge_visits(
         for lo in range(0, len(due), batch_size):
             ids = due[lo : lo + batch_size]
             with pace, engine.begin() as conn:
+                # arrive_s: on PostgreSQL, only the partitions that can hold the rows are searched.
                 removed = conn.execute(
-                    delete(visits).where(and_(visits.c.id.in_(ids), visits.c.depart_s < cutoff_s))
+                    delete(visits).where(
+                        and_(visits.c.id.in_(ids), visits.c.arrive_s < cutoff_s, visits.c.depart_s < cutoff_s)
+                    )
                 ).rowcount
             report = replace(report, visits=report.visits + removed, batches=report.batches + 1)
             if progress is not None:
                 progress("visits", report)
+    return report
+
+
+def _drop_due_partitions(
+    engine: Engine, report: PurgeReport, progress: ProgressCallback | None
+) -> PurgeReport:
+    """Drop the day partitions of visits and of check-in/out events that are wholly due (PostgreSQL)."""
+    cutoff = _event_cutoff(report)
+    for table, part in ((partitions.VISITS, "visits"), (partitions.PRESENCE_EVENTS, "presence_events")):
+        try:
+            with engine.begin() as conn:
+                dropped = partitions.drop_partitions_before(conn, table, cutoff)
+        except DBAPIError as exc:
+            if not partitions.is_lock_timeout(exc):
+                raise
+            log.warning("%s is busy: its due days are deleted in batches this time", table.table)
+            continue
+        if not dropped:
+            continue
+        rows = sum(n for _, n in dropped)
+        report = replace(
+            report,
+            **{part: getattr(report, part) + rows},
+            partitions=report.partitions + len(dropped),
+            batches=report.batches + 1,
+        )
+        log.info("dropped %s (%d rows)", ", ".join(name for name, _ in dropped), rows)
+        if progress is not None:
+            progress(part, report)
     return report
 
 
@@ -338,6 +394,12 @@ def _dry_run(engine: Engine, report: PurgeReport, now: datetime) -> PurgeReport:
                 and_(events.c.kind.in_(PRESENCE_EVENT_KINDS), events.c.device_time < _event_cutoff(report))
             ),
         )
+        n_partitions = 0
+        if engine.dialect.name == "postgresql":
+            n_partitions = sum(
+                len(partitions.due_partitions(conn, table, _event_cutoff(report)))
+                for table in partitions.DAILY
+            )
     return replace(
         report,
         declarations=n_declarations,
@@ -346,6 +408,7 @@ def _dry_run(engine: Engine, report: PurgeReport, now: datetime) -> PurgeReport:
         audit_entries=n_audit,
         visits=n_visits,
         presence_events=n_events,
+        partitions=n_partitions,
         status_version_bumped=False,
     )
 

@@ -329,9 +329,19 @@ PURGE_FIRST_DELAY_S = 30.0
 
 
 def _purge_on_schedule(engine, config: HubConfig, stop: threading.Event) -> None:
-    """Data retention: purge expired declarations, passes and audit entries every ``purge_interval_s``."""
+    """Data retention: purge expired declarations, passes and audit entries every ``purge_interval_s``.
+
+    First, whatever the schedule, the coming week's day partitions of presence data (PostgreSQL; each
+    purge makes them too), so that a week of check-ins goes to its days even with the schedule off."""
+    import datetime as dt
+
+    from hub.db.partitions import ensure_partitions
     from hub.retention import scheduled_purge
 
+    try:
+        ensure_partitions(engine, dt.datetime.now(dt.UTC), config.retention)
+    except Exception:  # the ingest goes on: rows of days without a partition go to the default one
+        log.exception("presence partitions not made; rows go to the default partitions until they are")
     interval = config.retention.purge_interval_s
     if interval == 0:
         log.info("retention purge schedule is off (retention.purge_interval_s = 0)")

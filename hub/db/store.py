@@ -85,9 +85,11 @@ _PG_CREATE_INCOMING = (
     "kind text, device_time timestamptz, received_at timestamptz, body json) ON COMMIT DELETE ROWS"
 )
 _PG_COPY_INCOMING = f"COPY antoan_incoming_events ({_EVENT_COLUMNS}) FROM STDIN"
+# PostgreSQL partitions events by kind and day (hub/db/partitions.py), so its unique key must hold
+# kind and device_time too: a resent event is byte-identical, so it is still skipped.
 _PG_INSERT_FROM_INCOMING = (
     f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM antoan_incoming_events "
-    "ORDER BY kiosk_id, epoch, seq ON CONFLICT (kiosk_id, epoch, seq) DO NOTHING"
+    "ORDER BY kiosk_id, epoch, seq ON CONFLICT (kiosk_id, epoch, seq, kind, device_time) DO NOTHING"
 )
 
 
@@ -140,8 +142,10 @@ class HubStore:
         """Write everything in ONE transaction; errors propagate and leave nothing written.
 
         Events already stored under the same ``(kiosk_id, epoch, seq)`` are skipped (resends are
-        normal); dead-letter payloads are cut to 64 KiB with the full size recorded; kiosk states are
-        upserted with ``last_seen`` set to now. Rows are written in key order so concurrent bridge
+        normal). On PostgreSQL the key also holds ``kind`` and ``device_time`` (the partition keys):
+        a resend is identical, but a kiosk reusing a sequence number for another time or kind would
+        have both stored. Dead-letter payloads are cut to 64 KiB with the full size recorded; kiosk
+        states are upserted with ``last_seen`` set to now. Rows are written in key order so concurrent bridge
         workers take row locks in the same order.
         """
         now = self._clock()

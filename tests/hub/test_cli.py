@@ -84,11 +84,11 @@ def test_config_path_can_come_from_the_environment(runner, tmp_path):
 def test_migrate_creates_and_reports_the_revision(runner, config_file, tmp_path):
     result = runner.invoke(main, ["--config", str(config_file), "migrate"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "revision 0004" in result.output
+    assert "revision 0005" in result.output
     assert (tmp_path / "db" / "hub.db").exists()
     again = runner.invoke(main, ["--config", str(config_file), "migrate"], catch_exceptions=False)
     assert again.exit_code == 0
-    assert "revision 0004" in again.output
+    assert "revision 0005" in again.output
 
 
 def test_stats_prints_json(runner, config_file):
