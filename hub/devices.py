@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from hub.db import from_db_time
+from hub.db import from_db_time, writing
 from hub.db.schema import devices, enrolment_tokens, kiosks, venues
 from provisioning.pki import CsrError, HubCA, PkiError, cert_pem, common_name, validate_kiosk_id
 
@@ -395,7 +395,9 @@ def renew(
         public_key.verify(raw, csr_pem, ec.ECDSA(hashes.SHA256()))
     except (ValueError, InvalidSignature):
         raise _refuse("bad_proof", "the renewal is not signed with the presented certificate's key") from None
-    with engine.begin() as conn:
+    # Reads, then writes: begun with the write lock on SQLite (hub.db.writing), else a commit by the
+    # ingest in between makes SQLite refuse the update at once ("database is locked").
+    with writing(engine).begin() as conn:
         device = conn.execute(select(devices).where(devices.c.kiosk_id == kiosk_id)).first()
         if device is None:
             raise _refuse("unknown_kiosk", f"kiosk {kiosk_id} is not enrolled")
@@ -471,7 +473,7 @@ def revoke(
     revoke its certificates in the CRL, and, with ``drop_session`` (e.g. a wrapper of
     :func:`provisioning.broker.revoke_kiosk`), reload the broker and close its live session.
     Returns the serials revoked now."""
-    with engine.begin() as conn:
+    with writing(engine).begin() as conn:  # reads, then writes (see renew)
         device = conn.execute(select(devices).where(devices.c.kiosk_id == kiosk_id)).first()
         if device is None:
             raise DeviceError(f"kiosk {kiosk_id} is not enrolled; check the kiosk id", code="not_found")
