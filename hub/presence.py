@@ -37,9 +37,18 @@ VISITS_REV = "visits"
 PRESENCE_KINDS = frozenset({"check_in", "check_out"})
 
 
+#: How the venue of a kiosk enrolled at no venue is named: ``kiosk:<kiosk id>``.
+KIOSK_VENUE_PREFIX = "kiosk:"
+
+
 def venue_of_kiosk(kiosk_id: str, venue_id: str | None) -> str:
     """The venue a kiosk's scans count at: its enrolled venue, else a venue of its own."""
-    return venue_id if venue_id is not None else f"kiosk:{kiosk_id}"
+    return venue_id if venue_id is not None else f"{KIOSK_VENUE_PREFIX}{kiosk_id}"
+
+
+def kiosk_of_venue(venue_id: str) -> str | None:
+    """The kiosk behind a venue of its own (:func:`venue_of_kiosk`), else None."""
+    return venue_id.removeprefix(KIOSK_VENUE_PREFIX) if venue_id.startswith(KIOSK_VENUE_PREFIX) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,9 @@ class _Visit:
     depart_s: int
     arrive_scanned: bool
     depart_scanned: bool
+    #: ``arrive_s`` as stored (a stored visit only): the update finds the row by id and it, so
+    #: PostgreSQL searches only the row's day partition (hub/db/partitions.py).
+    stored_arrive_s: int | None = None
     changed: bool = False
 
 
@@ -228,6 +240,7 @@ class Presence:
                             int(depart),
                             bool(arrive_scanned),
                             bool(depart_scanned),
+                            int(arrive),
                         )
                     )
         return held
@@ -240,7 +253,7 @@ class Presence:
         if changed:
             conn.execute(
                 update(visits)
-                .where(visits.c.id == bindparam("visit_id"))
+                .where(visits.c.id == bindparam("visit_id"), visits.c.arrive_s == bindparam("stored_arrive"))
                 .values(
                     arrive_s=bindparam("arrive"),
                     depart_s=bindparam("depart"),
@@ -251,6 +264,7 @@ class Presence:
                 [
                     {
                         "visit_id": v.id,
+                        "stored_arrive": v.stored_arrive_s,
                         "arrive": v.arrive_s,
                         "depart": v.depart_s,
                         "arrive_scanned": v.arrive_scanned,

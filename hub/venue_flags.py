@@ -18,11 +18,9 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, select
 
 from hub.db.schema import cases, venues
+from hub.presence import kiosk_of_venue
 from hub.tracing import Presence, presences_of
 from hub.tracing_rules import MAX_STAY_S, TracingRules
-
-#: Venue ids the ingest gives the scans of a kiosk enrolled at no venue (:func:`hub.presence.venue_of_kiosk`).
-KIOSK_VENUE_PREFIX = "kiosk:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +95,7 @@ def _flags(
                 venue_type=venue_type,
                 province=province,
                 district=district,
-                kiosk_id=venue_id.removeprefix(KIOSK_VENUE_PREFIX)
-                if venue_id.startswith(KIOSK_VENUE_PREFIX)
-                else None,
+                kiosk_id=kiosk_of_venue(venue_id),
                 open_cases=len(case_ids),
                 first_arrive_s=min(p.arrive_s for _, p in group),
                 last_depart_s=last_depart_s,

@@ -45,6 +45,11 @@ def from_db_time(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def from_epoch_s(epoch_s: int) -> datetime:
+    """An aware UTC datetime of a time stored as epoch seconds (visits, cases' windows)."""
+    return datetime.fromtimestamp(int(epoch_s), UTC)
+
+
 class DatabaseError(Exception):
     """The hub database cannot be used as configured; the message says what to fix."""
 

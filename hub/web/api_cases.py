@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from hub import people
 from hub.cases import CaseError, counts, decide, open_case, resolve_subject
-from hub.db import from_db_time, writing
+from hub.db import from_db_time, from_epoch_s, writing
 from hub.db.schema import case_contacts
 from hub.openapi import Param, operation
 from hub.web.api import TRACING_ROLES, ApiError, _error, _json, _json_body, _validation_fields
@@ -159,18 +159,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _at(epoch_s: int) -> datetime:
-    return datetime.fromtimestamp(int(epoch_s), UTC)
-
-
 def _contact_doc(view: ContactView) -> ContactDoc:
     row, person = view.row, view.person
     return ContactDoc(
         person_id=int(row.person_id),
         degree=int(row.degree),
         status=row.status,
-        first_contact=_at(row.first_contact_s),
-        last_contact=_at(row.last_contact_s),
+        first_contact=from_epoch_s(row.first_contact_s),
+        last_contact=from_epoch_s(row.last_contact_s),
         longest_overlap_minutes=int(row.overlap_s) // 60,
         encounters=int(row.encounters),
         via_person_id=int(row.via_person_id),
@@ -178,8 +174,8 @@ def _contact_doc(view: ContactView) -> ContactDoc:
             ReasonDoc(
                 venue_id=r.venue_id,
                 venue_name=r.venue_name,
-                start=_at(r.start_s),
-                end=_at(r.end_s),
+                start=from_epoch_s(r.start_s),
+                end=from_epoch_s(r.end_s),
                 minutes=r.minutes,
                 via_person_id=r.via_person_id,
                 source=r.source,
@@ -307,8 +303,8 @@ def get_case(case_id: int):
             declaration_id=row.declaration_id,
             onset_date=row.onset_date,
             test_date=row.test_date,
-            window_start=_at(row.window_start_s),
-            window_end=_at(row.window_end_s),
+            window_start=from_epoch_s(row.window_start_s),
+            window_end=from_epoch_s(row.window_end_s),
             status=row.status,
             created_by=row.created_by,
             created_at=from_db_time(row.created_at),

@@ -15,7 +15,7 @@ from flask import Blueprint, g
 from pydantic import BaseModel, Field
 
 from hub.accounts import Role
-from hub.db import writing
+from hub.db import from_epoch_s, writing
 from hub.openapi import operation
 from hub.venue_flags import VenueFlag, flagged_venues
 from hub.web.api import TRACING_ROLES, _json
@@ -58,10 +58,6 @@ class FlaggedVenues(BaseModel):
     venues: list[FlaggedVenueDoc] = Field(description="The most recent last departure first.")
 
 
-def _at(epoch_s: int) -> datetime:
-    return datetime.fromtimestamp(int(epoch_s), UTC)
-
-
 def _doc(flag: VenueFlag, *, with_cases: bool) -> FlaggedVenueDoc:
     return FlaggedVenueDoc(
         venue_id=flag.venue_id,
@@ -71,9 +67,9 @@ def _doc(flag: VenueFlag, *, with_cases: bool) -> FlaggedVenueDoc:
         district=flag.district,
         kiosk_id=flag.kiosk_id,
         open_cases=flag.open_cases,
-        first_arrival=_at(flag.first_arrive_s),
-        last_departure=_at(flag.last_depart_s),
-        clear_after=_at(flag.clear_after_s),
+        first_arrival=from_epoch_s(flag.first_arrive_s),
+        last_departure=from_epoch_s(flag.last_depart_s),
+        clear_after=from_epoch_s(flag.clear_after_s),
         case_ids=list(flag.case_ids) if with_cases else None,
     )
 

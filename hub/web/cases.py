@@ -54,11 +54,12 @@ from wtforms.validators import AnyOf, Length, Optional, Regexp
 from hub import people
 from hub.accounts import Role
 from hub.cases import VIETNAM, CaseError, counts, decide, open_case, resolve_subject
-from hub.db import writing
+from hub.db import from_epoch_s, writing
 from hub.db.schema import case_contacts, cases, venues
 from hub.declarations import normalise_phone
 from hub.identity import HubIdentity, link_declarations
 from hub.passes import display_pass_id
+from hub.presence import kiosk_of_venue
 from hub.tracing import Presence, presences_of
 from hub.venue_flags import clear_after
 from hub.web.auth import roles_required
@@ -318,9 +319,8 @@ def venue_name(venue_id: str, names: dict[str, str]) -> str:
     """A venue's name; kiosks without a venue count as a venue of their own (``kiosk:<id>``)."""
     if venue_id in names:
         return names[venue_id]
-    if venue_id.startswith("kiosk:"):
-        return _("Kiosk %(id)s (no venue)", id=venue_id.removeprefix("kiosk:"))
-    return venue_id
+    kiosk_id = kiosk_of_venue(venue_id)
+    return venue_id if kiosk_id is None else _("Kiosk %(id)s (no venue)", id=kiosk_id)
 
 
 def venue_names(conn: Connection, venue_ids: Iterable[str]) -> dict[str, str]:
@@ -433,16 +433,12 @@ def person_label(person: people.Person | None, person_id: int) -> str:
 # ------------------------------------------------------------------------------------ template helpers
 
 
-def _vn_datetime(epoch_s: int) -> datetime:
-    return datetime.fromtimestamp(int(epoch_s), UTC)
-
-
 @bp.app_template_filter("case_time")
 def case_time(epoch_s: int | None) -> str:
     """Epoch seconds as ``yyyy-MM-dd HH:mm`` in the hub's time zone (Vietnam)."""
     if epoch_s is None:
         return "—"
-    return format_datetime(_vn_datetime(epoch_s), "yyyy-MM-dd HH:mm")
+    return format_datetime(from_epoch_s(epoch_s), "yyyy-MM-dd HH:mm")
 
 
 @bp.app_context_processor
